@@ -1,0 +1,24 @@
+"""fairkernels: fast, exact kernels for learning under feedback loops and bias.
+
+* :func:`group_advantages`: GRPO / RLOO / Dr. GRPO advantages with unlikeliness rank
+  reweighting, sequence- or token-level (C++ and CUDA kernels).
+
+numpy arrays and CPU torch tensors run on the C++ core; CUDA torch tensors and CuPy arrays on
+the CUDA core, on the caller's current stream.  See README.md.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._backend import CudaUnavailableError, build_info, cuda_available, cuda_compiled
+from .advantage import group_advantages
+
+__all__ = [
+    "CudaUnavailableError",
+    "__version__",
+    "build_info",
+    "cuda_available",
+    "cuda_compiled",
+    "group_advantages",
+]

@@ -1,0 +1,59 @@
+"""The ``fairkernels`` command: ``fairkernels info`` and one subcommand per experiment."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Optional, Sequence
+
+# Experiment subcommands: each module exposes register(subparsers), which adds its parser
+# and sets ``func`` (called with the parsed arguments, returns an exit status).
+EXPERIMENT_CLIS = (
+    "fairkernels.experiments.ofs.cli",
+    "fairkernels.experiments.causalrm.cli",
+    "fairkernels.experiments.grpo.cli",
+)
+
+
+def _info(args: argparse.Namespace) -> int:
+    """Reports the build and runs one small advantage computation as a self-check."""
+    import numpy as np
+
+    import fairkernels
+
+    print(json.dumps(fairkernels.build_info(), indent=2))
+    rewards = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0], dtype=np.float32)
+    advantages = fairkernels.group_advantages(rewards, group_size=4)
+    print("group_advantages([1,0,0,1 | 1,1,1,0], group_size=4) =", np.round(advantages, 4).tolist())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fairkernels", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    info = subparsers.add_parser("info", help="report the build (backends, CUDA) and run a self-check")
+    info.set_defaults(func=_info)
+    for module_name in EXPERIMENT_CLIS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name is not None and module_name.startswith(error.name):
+                continue  # that experiment is not part of this installation
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""Shared test configuration: the `cuda` marker skips where no CUDA device is usable."""
+
+import pytest
+
+import fairkernels
+
+
+def pytest_collection_modifyitems(config, items):
+    if fairkernels.cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device: " + fairkernels.build_info()["cuda_note"])
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
