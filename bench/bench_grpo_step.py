@@ -27,7 +27,7 @@ import torch
 
 import fairkernels
 from fairkernels.experiments.grpo.policy import ProofPolicy
-from fairkernels.experiments.grpo.tasks import Problem, TaskConfig, generate_problems
+from fairkernels.experiments.grpo.tasks import TaskConfig, generate_problems
 from fairkernels.experiments.grpo.train import GRPOConfig, grpo_step
 
 G = 32
@@ -49,7 +49,7 @@ def verl_style_advantages(rewards: torch.Tensor, index: list[int], token_logp: t
         for i in range(bsz):
             id2rows[index[i]].append(i)
         if beta_rank:
-            for idx, rows in id2rows.items():
+            for rows in id2rows.values():
                 # stable sorts so that ties are broken by row, as fairkernels' ties="first"
                 rank = torch.argsort(torch.argsort(seq_logp[rows], stable=True), stable=True)
                 scores[rows] = scores[rows] * (1 - rank / len(rows) * beta_rank)
@@ -63,7 +63,7 @@ def verl_style_advantages(rewards: torch.Tensor, index: list[int], token_logp: t
                 id2mean[idx] = torch.mean(torch.tensor(id2score[idx]))
                 id2std[idx] = torch.std(torch.tensor([id2score[idx]]))
         keep = torch.zeros(bsz, dtype=torch.bool)
-        for idx, rows in id2rows.items():
+        for rows in id2rows.values():
             r = rewards[rows]
             keep[rows] = bool((r != r[0]).any())
         for i in range(bsz):
@@ -140,9 +140,9 @@ def main() -> None:
         # same numbers from both, else the timing comparison means nothing
         torch.testing.assert_close(fk_out[0].float(), loop_out[0].float(), atol=1e-4, rtol=1e-4)
         assert torch.equal(torch.as_tensor(fk_out[1]).bool(), loop_out[1])
-        t_fk = median_time(lambda: fairkernels_advantages(rewards, token_logp, mask, beta),
+        t_fk = median_time(lambda b=beta: fairkernels_advantages(rewards, token_logp, mask, b),
                            args.repeats)
-        t_loop = median_time(lambda: verl_style_advantages(rewards, index, token_logp, mask, beta),
+        t_loop = median_time(lambda b=beta: verl_style_advantages(rewards, index, token_logp, mask, b),
                              max(10, args.repeats // 10))
         t_step, t_adv_in_step = step_time(args.steps, beta)
         rest = t_step - t_adv_in_step

@@ -18,13 +18,21 @@ import fairkernels
 from fairkernels.experiments.grpo import cli
 from fairkernels.experiments.grpo.passk import mean_pass_at_k, pass_at_k
 from fairkernels.experiments.grpo.policy import ProofPolicy
-from fairkernels.experiments.grpo.run import (EVAL_SETS, ExperimentConfig, evaluate,
-                                              run_experiment)
-from fairkernels.experiments.grpo.tasks import (OPS, STOP, Problem, TaskConfig, apply_op,
-                                                batch_verify, canonical_additive, classify,
-                                                generate_problems, valid_proofs, verify)
-from fairkernels.experiments.grpo.train import (ARMS, FitConfig, GRPOConfig, fit_base, pad,
-                                                ppo_loss)
+from fairkernels.experiments.grpo.run import EVAL_SETS, ExperimentConfig, evaluate, run_experiment
+from fairkernels.experiments.grpo.tasks import (
+    OPS,
+    STOP,
+    Problem,
+    TaskConfig,
+    apply_op,
+    batch_verify,
+    canonical_additive,
+    classify,
+    generate_problems,
+    valid_proofs,
+    verify,
+)
+from fairkernels.experiments.grpo.train import ARMS, FitConfig, GRPOConfig, fit_base, pad, ppo_loss
 
 torch.set_num_threads(1)
 L = 6

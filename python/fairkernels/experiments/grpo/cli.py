@@ -11,8 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from .run import ExperimentConfig, quick_config, run_experiment
-from .train import ARMS
+from .arms import ARMS
+
+# torch and the training code are imported only when the command runs, so that building the
+# package CLI (which registers every experiment) stays cheap and works without torch.
 
 
 def _positive_int(text: str) -> int:
@@ -46,8 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars or tables")
 
 
-def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:  # noqa: F821
     """Build the experiment configuration from parsed options."""
+    from .run import ExperimentConfig, quick_config
     cfg = quick_config(workers=args.workers) if args.quick else ExperimentConfig(
         workers=args.workers)
     if args.rl_seeds is not None:
@@ -69,6 +72,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 def handle(args: argparse.Namespace) -> int:
     """Handler of the ``grpo`` command."""
+    from .run import run_experiment
     run_experiment(config_from_args(args), out_dir=args.out, quiet=args.quiet)
     return 0
 

@@ -15,17 +15,22 @@ import torch
 
 import fairkernels
 
+from .arms import ARMS
 from .policy import ProofPolicy
-from .tasks import (ADDITIVE_STEP_MAX, DOUBLE, STOP, Problem, ProblemSets, TaskConfig,
-                    batch_verify, canonical_additive, strip, valid_proofs)
+from .tasks import (
+    ADDITIVE_STEP_MAX,
+    DOUBLE,
+    STOP,
+    Problem,
+    ProblemSets,
+    TaskConfig,
+    batch_verify,
+    canonical_additive,
+    strip,
+    valid_proofs,
+)
 
-#: Arms of the experiment: name -> (beta_rank, ppo_epochs); "base" has no RL.
-ARMS: dict[str, tuple[float, int] | None] = {
-    "base": None,
-    "grpo": (0.0, 1),
-    "unlikeliness": (0.25, 1),
-    "grpo_2epochs": (0.0, 2),
-}
+__all__ = ["ARMS", "FitConfig", "GRPOConfig", "fit_base", "train_grpo", "grpo_step", "ppo_loss"]
 
 
 @dataclass(frozen=True)
