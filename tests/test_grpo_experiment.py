@@ -255,6 +255,9 @@ def test_cli_registers_subcommand_and_validates() -> None:
     assert cfg.arms == ("base", "unlikeliness")
     assert cfg.arm_grpo("unlikeliness").beta_rank == 0.25
     assert cfg.arm_grpo("grpo_2epochs").ppo_epochs == 2
+    plain = cli.config_from_args(parser.parse_args(["grpo", "--variant", "plain"]))
+    assert plain.task.rare_style == "any_doubling" and plain.fit.rare_continuation_weight == 1.0
+    assert plain.eval_samples == 1024 and len(plain.rl_seeds) == 5 and len(plain.base_seeds) == 2
     with pytest.raises(SystemExit):
         parser.parse_args(["grpo", "--workers", "0"])
     with pytest.raises(ValueError, match="arms"):

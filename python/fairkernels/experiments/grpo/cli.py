@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from .arms import ARMS
+
+if TYPE_CHECKING:
+    from .run import ExperimentConfig
 
 # torch and the training code are imported only when the command runs, so that building the
 # package CLI (which registers every experiment) stays cheap and works without torch.
@@ -45,14 +48,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 0)")
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=None,
                         help="arms to run (default: all)")
+    parser.add_argument("--variant", choices=("reliable_rare", "plain"), default="reliable_rare",
+                        help="base-policy design: reliable_rare (default; the rare style is "
+                             "'*2 first' and the base continues it reliably) or plain (any *2 "
+                             "proof, plain maximum likelihood)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or tables")
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:  # noqa: F821
     """Build the experiment configuration from parsed options."""
-    from .run import ExperimentConfig, quick_config
-    cfg = quick_config(workers=args.workers) if args.quick else ExperimentConfig(
-        workers=args.workers)
+    from .run import quick_config, variant_config
+    variant = getattr(args, "variant", "reliable_rare")
+    cfg = (quick_config(workers=args.workers, variant=variant) if args.quick
+           else variant_config(variant, workers=args.workers))
     if args.rl_seeds is not None:
         cfg = replace(cfg, rl_seeds=tuple(range(args.rl_seeds)))
     if args.base_seeds is not None:

@@ -85,6 +85,23 @@ def uses_rare_style(proof: Sequence[int]) -> bool:
     return DOUBLE in tuple(proof)
 
 
+#: Definitions of the rare style.  "any_doubling": any proof that uses *2 (the doubling may sit
+#: anywhere, so a blind policy must do harder arithmetic to get it right); "double_first": *2
+#: as the first step and additive steps after it (the same additive skill, shifted by
+#: ``start``, so a policy can use the rare style reliably while using it rarely).
+RARE_STYLES: tuple[str, ...] = ("any_doubling", "double_first")
+
+
+def rare_style_mask(seqs: np.ndarray, style: str) -> np.ndarray:
+    """Bool per STOP-padded row: does the row belong to the rare ``style``?"""
+    if style not in RARE_STYLES:
+        raise ValueError(f"style must be one of {RARE_STYLES}, got {style!r}")
+    seqs = np.asarray(seqs)
+    if style == "any_doubling":
+        return np.any(seqs == DOUBLE, axis=1)
+    return (seqs[:, 0] == DOUBLE) & ~np.any(seqs[:, 1:] == DOUBLE, axis=1)
+
+
 def canonical_additive(delta: int, max_len: int) -> tuple[int, ...] | None:
     """The base policy's favourite proof: greedy ``+3`` steps, then one smaller step.
 
@@ -143,6 +160,7 @@ class TaskConfig:
     n_train: int = 100
     n_train_hard: int = 0
     train_both_styles: bool = True
+    rare_style: str = "double_first"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -152,15 +170,16 @@ class TaskConfig:
         for name in ("n_heldout_hard", "n_heldout_medium", "n_train", "n_train_hard"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.rare_style not in RARE_STYLES:
+            raise ValueError(f"rare_style must be one of {RARE_STYLES}, got {self.rare_style!r}")
 
 
-def classify(problem: Problem, max_len: int) -> str:
-    """``"medium"`` (additive proof exists), ``"hard"`` (only doubling proofs) or ``"none"``."""
+def classify(problem: Problem, max_len: int, style: str = "any_doubling") -> str:
+    """``"medium"`` (an additive proof exists), ``"hard"`` (no additive proof, but a proof of
+    the rare ``style``) or ``"none"``."""
     if 1 <= problem.delta <= ADDITIVE_STEP_MAX * max_len:
         return "medium"
-    seqs, _ = all_proof_sequences(max_len)
-    vals = final_values(np.array([problem.start]), seqs)[0]
-    return "hard" if bool(np.any(vals == problem.target)) else "none"
+    return "hard" if len(rare_proofs(problem, max_len, style)) else "none"
 
 
 @dataclass
@@ -181,20 +200,22 @@ def generate_problems(config: TaskConfig) -> ProblemSets:
     """Split the problem space into disjoint fit / train / held-out pools.
 
     The space is every ``(start, start + delta)`` with ``1 <= start <= max_start`` and
-    ``1 <= delta <= max_delta`` that has at least one proof.  With ``train_both_styles`` the
+    ``1 <= delta <= max_delta`` that has an additive proof (medium) or a proof of the rare
+    style ``config.rare_style`` (hard).  With ``train_both_styles`` the
     medium training problems are drawn from those that both styles solve, so that GRPO groups
     can hold correct proofs of the rare style next to the common one (the condition under
     which the unlikeliness reward can act).  The split is a deterministic function of
     ``config.seed`` so that all policies of an experiment share it.
     """
     seqs, _ = all_proof_sequences(config.max_len)
+    seqs_rare = seqs[rare_style_mask(seqs, config.rare_style)]
     starts = np.arange(1, config.max_start + 1)
-    vals = final_values(starts, seqs)
+    vals_rare = final_values(starts, seqs_rare)
     medium: list[Problem] = []
     hard: list[Problem] = []
     reach_add = ADDITIVE_STEP_MAX * config.max_len
     for i, s in enumerate(starts):
-        reachable = set(int(v) for v in np.unique(vals[i]))
+        reachable = set(int(v) for v in np.unique(vals_rare[i]))
         for d in range(1, config.max_delta + 1):
             p = Problem(int(s), int(s + d))
             if d <= reach_add:
@@ -213,8 +234,6 @@ def generate_problems(config: TaskConfig) -> ProblemSets:
     if config.train_both_styles:
         # both-style problems first, so the training slice below takes them; the rest of the
         # medium pool (held-out, fit) stays a random mix
-        seqs_rare = seqs[np.any(seqs == DOUBLE, axis=1)]
-        vals_rare = final_values(starts, seqs_rare)
         both = [p for p in medium if np.any(vals_rare[p.start - 1] == p.target)]
         if len(both) < config.n_train:
             raise ValueError(f"only {len(both)} medium problems have proofs of both styles; "
@@ -230,6 +249,12 @@ def generate_problems(config: TaskConfig) -> ProblemSets:
     category = {p: "hard" for p in hard}
     category.update({p: "medium" for p in medium})
     return ProblemSets(fit=fit, train=train, heldout=heldout, category=category)
+
+
+def rare_proofs(problem: Problem, max_len: int, style: str) -> np.ndarray:
+    """The valid proofs of ``problem`` in the rare ``style`` (STOP-padded rows)."""
+    valid = valid_proofs(problem, max_len)
+    return valid[rare_style_mask(valid, style)]
 
 
 def valid_proofs(problem: Problem, max_len: int) -> np.ndarray:

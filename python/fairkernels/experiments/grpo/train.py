@@ -26,6 +26,7 @@ from .tasks import (
     TaskConfig,
     batch_verify,
     canonical_additive,
+    rare_style_mask,
     strip,
     valid_proofs,
 )
@@ -40,20 +41,26 @@ class FitConfig:
     Medium problems (an additive proof exists) get ``n_per_medium`` examples drawn from the
     mixture ``p_canonical`` (greedy +3 proof, the habit), ``p_random_additive`` (a uniformly
     drawn valid additive proof: diverse correct proofs with spread-out likelihoods),
-    ``p_doubling`` (a valid proof using *2, the rare style) and the rest wrong attempts (random
+    ``p_doubling`` (a valid proof of the rare style, ``task.rare_style``) and the rest wrong attempts (random
     additive sequences), which keep the base's pass@1 on medium problems away from 1.
-    Hard problems (only *2 proofs) get ``n_per_hard`` examples: a valid *2 proof with
+    Hard problems (only rare-style proofs) get ``n_per_hard`` examples: a valid rare-style proof with
     probability ``p_rare_hard`` (a little coverage of the rare style), else the habitual
     additive attempt (all +3), which fails.
+
+    ``rare_continuation_weight`` multiplies the loss of the tokens *after the first one* in
+    rare-style examples: the base then chooses the rare style as seldom as the data say (the
+    first token keeps weight 1) but continues it as reliably as the common style, i.e. a policy
+    that knows a technique well and rarely picks it.  1.0 is plain maximum likelihood.
     """
 
     n_per_medium: int = 48
     n_per_hard: int = 12
     p_canonical: float = 0.35
     p_random_additive: float = 0.25
-    p_doubling: float = 0.05
-    p_rare_hard: float = 0.15
-    epochs: int = 8
+    p_doubling: float = 0.1
+    p_rare_hard: float = 0.05
+    rare_continuation_weight: float = 30.0
+    epochs: int = 12
     batch_size: int = 256
     lr: float = 3e-3
     hidden: int = 128
@@ -62,6 +69,9 @@ class FitConfig:
         probs = (self.p_canonical, self.p_random_additive, self.p_doubling, self.p_rare_hard)
         if any(not 0.0 <= p <= 1.0 for p in probs):
             raise ValueError("fit mixture probabilities must lie in [0, 1]")
+        if not self.rare_continuation_weight > 0:
+            raise ValueError(f"rare_continuation_weight must be > 0, got "
+                             f"{self.rare_continuation_weight}")
         if self.p_canonical + self.p_random_additive + self.p_doubling > 1.0:
             raise ValueError("p_canonical + p_random_additive + p_doubling must be <= 1")
         for name in ("n_per_medium", "n_per_hard", "epochs", "batch_size", "hidden"):
@@ -103,15 +113,20 @@ def pad(proof: tuple[int, ...] | np.ndarray, max_len: int) -> list[int]:
 
 
 def skewed_solutions(problems: ProblemSets, task: TaskConfig, fit: FitConfig,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The base policy's fitting set: ``(starts, deltas, tokens)`` drawn as in :class:`FitConfig`."""
+                     rng: np.random.Generator
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The base policy's fitting set drawn as in :class:`FitConfig`.
+
+    Returns ``(starts, deltas, tokens, is_rare)``; ``is_rare`` marks rare-style examples.
+    """
     L = task.max_len
     starts: list[int] = []
     deltas: list[int] = []
     rows: list[list[int]] = []
+    flags: list[bool] = []
     for prob in problems.fit:
         valid = valid_proofs(prob, L)
-        rare = valid[np.any(valid == DOUBLE, axis=1)]
+        rare = valid[rare_style_mask(valid, task.rare_style)]
         additive = valid[~np.any(valid == DOUBLE, axis=1)]
         hard = problems.category[prob] == "hard"
         for _ in range(fit.n_per_hard if hard else fit.n_per_medium):
@@ -133,7 +148,9 @@ def skewed_solutions(problems: ProblemSets, task: TaskConfig, fit: FitConfig,
             starts.append(prob.start)
             deltas.append(prob.delta)
             rows.append(row)
-    return np.array(starts), np.array(deltas), np.array(rows, dtype=np.int64)
+            flags.append(bool(rare_style_mask(np.array([row]), task.rare_style)[0]))
+    return (np.array(starts), np.array(deltas), np.array(rows, dtype=np.int64),
+            np.array(flags, dtype=bool))
 
 
 def fit_base(problems: ProblemSets, task: TaskConfig, fit: FitConfig, seed: int,
@@ -141,10 +158,12 @@ def fit_base(problems: ProblemSets, task: TaskConfig, fit: FitConfig, seed: int,
     """Fit a fresh policy by maximum likelihood on the skewed solution set."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    starts, deltas, tokens = skewed_solutions(problems, task, fit, rng)
+    starts, deltas, tokens, is_rare = skewed_solutions(problems, task, fit, rng)
+    weights = np.ones(tokens.shape, dtype=np.float32)
+    weights[is_rare, 1:] = fit.rare_continuation_weight
     policy = ProofPolicy(task.max_start, task.max_delta, task.max_len, hidden=fit.hidden)
     opt = torch.optim.Adam(policy.parameters(), lr=fit.lr)
-    s_t, d_t, tok_t = map(torch.as_tensor, (starts, deltas, tokens))
+    s_t, d_t, tok_t, w_t = map(torch.as_tensor, (starts, deltas, tokens, weights))
     n = len(starts)
     steps_per_epoch = max(1, n // fit.batch_size)
     total = fit.epochs * steps_per_epoch
@@ -154,7 +173,8 @@ def fit_base(problems: ProblemSets, task: TaskConfig, fit: FitConfig, seed: int,
         for b in range(steps_per_epoch):
             idx = perm[b * fit.batch_size:(b + 1) * fit.batch_size]
             logp, mask = policy.score(s_t[idx], d_t[idx], tok_t[idx])
-            loss = -(logp.sum() / mask.sum())
+            w = w_t[idx] * mask
+            loss = -((logp * w).sum() / w.sum())
             opt.zero_grad()
             loss.backward()
             opt.step()
