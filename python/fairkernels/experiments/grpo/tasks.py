@@ -8,8 +8,11 @@ Two proof *styles* exist:
 
 * the **additive** style uses only ``+1/+2/+3``; it reaches at most ``3 * max_len`` above the
   start, so problems with ``target - start <= 3 * max_len`` are *medium* problems;
-* the **doubling** style uses ``*2`` at least once.  It is the rare style of the base policy,
-  and it is the only style that solves the *hard* problems (``target - start > 3 * max_len``).
+* the **doubling** style uses ``*2``.  It is the rare style of the base policy.  Which
+  doubling proofs count as the rare style is set by ``TaskConfig.rare_style``: any proof with
+  ``*2`` (``"any_doubling"``) or ``*2`` first and additive steps after it (``"double_first"``,
+  the default).  *Hard* problems (``target - start > 3 * max_len``) have no additive proof and
+  are solved only by the rare style.
 
 The problem generator splits the problem space into disjoint pools: problems the base policy is
 fitted on (``fit``), problems GRPO trains on (``train``) and held-out problems (``heldout``,
@@ -78,11 +81,6 @@ def verify(problem: Problem, proof: Sequence[int], max_len: int) -> bool:
             return False
         value = apply_op(value, int(op))
     return value == problem.target
-
-
-def uses_rare_style(proof: Sequence[int]) -> bool:
-    """True when the proof uses the doubling operation (the rare style)."""
-    return DOUBLE in tuple(proof)
 
 
 #: Definitions of the rare style.  "any_doubling": any proof that uses *2 (the doubling may sit

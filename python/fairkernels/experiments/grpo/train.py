@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -308,8 +308,3 @@ def train_grpo(base: ProofPolicy, train_problems: list[Problem], cfg: GRPOConfig
         if progress is not None:
             progress()
     return policy, log
-
-
-def config_dict(**configs: Any) -> dict[str, Any]:
-    """Dataclass configs as a plain JSON-able dict."""
-    return {k: asdict(v) for k, v in configs.items()}
