@@ -306,23 +306,6 @@ bool is_cpu_float(DType d) { return d == DType::kFloat32 || d == DType::kFloat64
 
 }  // namespace
 
-void check_advantage_options(const AdvantageOptions& opt, const AdvantageArrays& a) {
-  require(opt.n_rows >= 0, "rewards: negative length");
-  require(opt.group_size > 0 || a.group_ids != nullptr || opt.n_rows == 0,
-          "exactly one of group_size and group_ids must be given");
-  require(opt.group_size <= 0 || opt.n_rows % opt.group_size == 0,
-          "group_size must divide the number of rows");
-  require(std::isfinite(opt.beta_rank), "beta_rank must be finite");
-  require(std::isfinite(opt.eps) && opt.eps >= 0.0, "eps must be finite and >= 0");
-  require(opt.likelihood != Likelihood::kSequence || a.seq_logp != nullptr, "seq_logp is missing");
-  const bool token_likelihood = opt.likelihood == Likelihood::kTokenMean || opt.likelihood == Likelihood::kTokenSum;
-  require(!token_likelihood || (a.token_logp != nullptr && a.mask != nullptr), "token_logp needs a mask");
-  require(a.mask == nullptr || opt.n_tokens >= 0, "mask: negative number of tokens");
-  const bool byte_mask = a.mask_dtype == DType::kBool || a.mask_dtype == DType::kUInt8;
-  require(a.mask == nullptr || byte_mask || a.mask_dtype == a.out_dtype,
-          "mask must be bool/uint8 or have the dtype of rewards");
-}
-
 void group_advantages_cpu(const AdvantageArrays& a, const AdvantageOptions& opt) {
   check_advantage_options(opt, a);
   require(is_cpu_float(a.out_dtype), "rewards must be float32 or float64 on the CPU");
