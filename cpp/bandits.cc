@@ -76,19 +76,11 @@ void bandit_update_cpu(const BanditState& s, const UpdateArgs& a) {
     }
   }
   parallel_chunks(B, 1024, [&](int64_t, int64_t begin, int64_t end) {
-    double values[64];
-    std::vector<double> big;
-    double* v = values;
-    if (M + 1 > 64) {
-      big.resize(M + 1);
-      v = big.data();
-    }
     for (int64_t b = begin; b < end; ++b) {
-      v[0] = a.rewards[b];
-      for (int64_t j = 0; j < M; ++j) v[1 + j] = a.residuals[b * M + j];
+      const double* h = M ? a.residuals + b * M : nullptr;
       const double w = a.weights ? a.weights[b] : a.weight;
-      bandits::observe(learner_state(s, b), s.total + b, a.arms[b], v, 1, w);
-      if (a.lambdas) bandits::update_lambdas(a.lambdas + b * M, 1, v + 1, 1, M, a.eta[b]);
+      bandits::observe(learner_state(s, b), s.total + b, a.arms[b], a.rewards[b], h, 1, w);
+      if (a.lambdas) bandits::update_lambdas(a.lambdas + b * M, 1, h, 1, M, a.eta[b]);
     }
   });
 }

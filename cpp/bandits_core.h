@@ -249,16 +249,16 @@ struct LearnerState {
   FK_HD double& at(double* p, int64_t i) const { return p[i * stride]; }
 };
 
-// values: V numbers, reward first, read as values[v * value_stride].
-FK_HD void observe(const LearnerState& S, double* total, int64_t k, const double* values, int64_t value_stride,
-                   double w) {
+// One observation: the reward and M = V - 1 residuals (read as residuals[j * residual_stride]).
+FK_HD void observe(const LearnerState& S, double* total, int64_t k, double reward, const double* residuals,
+                   int64_t residual_stride, double w) {
   const double c = add(S.at(S.count, k), w);
   S.at(S.count, k) = c;
   S.at(S.rounds, k) = add(S.at(S.rounds, k), 1.0);
   *total = add(*total, w);
   S.at(S.inv_sqrt, k) = 1.0 / sqrt(c);
   for (int64_t v = 0; v < S.V; ++v) {
-    const double x = values[v * value_stride];
+    const double x = v == 0 ? reward : residuals[(v - 1) * residual_stride];
     const int64_t i = v * S.K + k;
     const double sx = add(S.at(S.sum, i), mul(w, x));
     S.at(S.sum, i) = sx;
@@ -341,10 +341,9 @@ FK_HD void run_learner(const EnvTable& env, const EpisodeArgs& a, int64_t b, con
     RoundStream rng(a.seed, static_cast<uint64_t>(a.stream_ids[b]), static_cast<uint64_t>(t));
     const RoundOutcome o = env_round(env, k, share, rng);
     share = o.next_share;
-    double values[3] = {o.reward, o.residual[0], o.residual[1]};
     if (rule != SelectRule::kFixed) {
-      observe(S, &total, k, values, 1, w);
-      if (rule == SelectRule::kPrimalDual) update_lambdas(lambdas, B_stride, values + 1, 1, M, eta);
+      observe(S, &total, k, o.reward, o.residual, 1, w);
+      if (rule == SelectRule::kPrimalDual) update_lambdas(lambdas, B_stride, o.residual, 1, M, eta);
     }
     a.pulls[b * K + k] += 1;
     const int64_t bucket = (t * NB) / T;
