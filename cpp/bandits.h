@@ -12,7 +12,7 @@
 //   count [B, K]     individuals seen on each arm          total [B]  individuals in all
 //   rounds[B, K]     observations on each arm (Bernstein variance)
 //   sum   [B, V, K]  sum of w * x        sumsq [B, V, K]  sum of w * x^2
-//   mean  [B, V, K]  sum / count (0 while untried)      inv_sqrt [B, K]  1/sqrt(count) (0 untried)
+//   mean  [B, V, K]  sum / count (0 while untried)      inv_sqrt [B, K]  1/sqrt(count) (+inf untried)
 // Bounds, with t = total (or the horizon) and scale s = 1 (reward) or 2 (residual):
 //   ucb1:      rad = s * sqrt(alpha * log(max(t, 2))) * inv_sqrt
 //   hoeffding: rad = s * sqrt(log(2 K T / delta) / 2) * inv_sqrt          (T = horizon or max(t,2))

@@ -194,11 +194,75 @@ FK_HD double radius(const LearnerView& L, const BoundOptions& o, double factor, 
   return add(sqrt(mul(mul(2.0, var), factor) / w), mul(mul(7.0, scale), factor) / mul(3.0, w - 1));
 }
 
+// Fast path of choose_arm for ucb1 / hoeffding without bound outputs: the radius is
+// scale * factor * inv_sqrt, computed for blocks of arms in branch-free loops (vectorised on
+// the CPU), then scanned in arm order.  Same operations, same results as the general path.
+template <bool kUnitStride>
+FK_HD int64_t choose_arm_simple(const LearnerView& L, double factor, SelectRule rule, const double* lambdas,
+                                int64_t lambda_stride) {
+  constexpr int64_t kBlock = 64;
+  double rad[kBlock], score[kBlock], violation[kBlock];
+  const int64_t stride = kUnitStride ? 1 : L.stride;
+  int64_t best = 0, best_feasible = -1, least_violating = 0;
+  double best_score = -infinity(), best_feasible_ucb = -infinity(), least_violation = infinity();
+  for (int64_t k0 = 0; k0 < L.K; k0 += kBlock) {
+    const int64_t n = L.K - k0 < kBlock ? L.K - k0 : kBlock;
+    const double* inv = L.inv_sqrt + k0 * stride;  // +inf on untried arms, and factor > 0
+    const double* mean = L.mean + k0 * stride;
+    for (int64_t i = 0; i < n; ++i) {
+      rad[i] = mul(factor, inv[i * stride]);
+      score[i] = add(mean[i * stride], rad[i]);  // UCB of the reward
+    }
+    if (rule == SelectRule::kUcb) {
+      for (int64_t i = 0; i < n; ++i) {
+        if (score[i] > best_score) best_score = score[i], best = k0 + i;
+      }
+      continue;
+    }
+    if (rule == SelectRule::kPrimalDual) {
+      for (int64_t j = 0; j < L.M; ++j) {
+        const double lambda = lambdas[j * lambda_stride];
+        const double* mean_j = mean + (1 + j) * L.K * stride;
+        for (int64_t i = 0; i < n; ++i) violation[i] = j == 0 ? mul(lambda, mean_j[i * stride])
+                                                              : add(violation[i], mul(lambda, mean_j[i * stride]));
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        const double value = L.M > 0 ? add(score[i], -violation[i]) : score[i];
+        if (value > best_score) best_score = value, best = k0 + i;
+      }
+      continue;
+    }
+    for (int64_t i = 0; i < n; ++i) violation[i] = 0.0;
+    for (int64_t j = 0; j < L.M; ++j) {
+      const double* mean_j = mean + (1 + j) * L.K * stride;
+      for (int64_t i = 0; i < n; ++i) {
+        const double lcb = add(mean_j[i * stride], -mul(2.0, rad[i]));
+        violation[i] = add(violation[i], lcb > 0 ? lcb : 0.0);
+      }
+    }
+    // Branch-free keys (UCBs are finite or +inf, never -inf); the running extremes change
+    // rarely, so the remaining branches predict well.
+    for (int64_t i = 0; i < n; ++i) {
+      const bool feasible = violation[i] == 0;
+      const double ucb = feasible ? score[i] : -infinity();
+      const double excess = feasible ? infinity() : violation[i];
+      if (ucb > best_feasible_ucb) best_feasible_ucb = ucb, best_feasible = k0 + i;
+      if (excess < least_violation) least_violation = excess, least_violating = k0 + i;
+    }
+  }
+  if (rule == SelectRule::kOfs) return best_feasible >= 0 ? best_feasible : least_violating;
+  return best;
+}
+
 // Chooses an arm; optionally writes UCB_r [K] and LCB_h [M, K] (with out_stride).
 FK_HD int64_t choose_arm(const LearnerView& L, const BoundOptions& o, SelectRule rule, double total,
                          const double* lambdas, int64_t lambda_stride, double* ucb_out, double* lcb_out,
                          int64_t out_stride) {
   const double factor = radius_factor(o, total, L.K);
+  if (o.kind != BoundKind::kBernstein && ucb_out == nullptr && lcb_out == nullptr) {
+    return L.stride == 1 ? choose_arm_simple<true>(L, factor, rule, lambdas, lambda_stride)
+                         : choose_arm_simple<false>(L, factor, rule, lambdas, lambda_stride);
+  }
   int64_t best = 0, best_feasible = -1, least_violating = 0;
   double best_score = -infinity(), best_feasible_ucb = -infinity(), least_violation = infinity();
   for (int64_t k = 0; k < L.K; ++k) {
@@ -332,6 +396,7 @@ FK_HD void run_learner(const EnvTable& env, const EpisodeArgs& a, int64_t b, con
   BoundOptions bound = a.bound;
   if (!(bound.horizon > 0)) bound.horizon = mul(static_cast<double>(T), static_cast<double>(env.cohort));
   const LearnerView view{S.count, S.rounds, S.sum, S.sumsq, S.mean, S.inv_sqrt, S.stride, K, M};
+  for (int64_t k = 0; k < K; ++k) S.at(S.inv_sqrt, k) = infinity();  // untried
   double total = 0, share = env.p0;
   const double w = static_cast<double>(env.cohort);
   for (int64_t t = 0; t < T; ++t) {

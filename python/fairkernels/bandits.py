@@ -156,7 +156,7 @@ class GridBounds:
             "sum": _zeros(self._like, (B, V, K), "float64", "sum"),
             "sumsq": _zeros(self._like, (B, V, K), "float64", "sumsq"),
             "mean": _zeros(self._like, (B, V, K), "float64", "mean"),
-            "inv_sqrt": _zeros(self._like, (B, K), "float64", "inv_sqrt"),
+            "inv_sqrt": _full(self._like, (B, K), math.inf, "inv_sqrt"),  # +inf while untried
         }
         self._anchor = self._state["count"]
         self._kernels = kernels_for(self._anchor)
