@@ -1,0 +1,7 @@
+"""Benchmarks run with pytest-benchmark:  pytest bench/ --benchmark-json=out.json
+In CI they run once each with --benchmark-disable (a smoke test of the benchmark code)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
