@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import numpy as np
 import pytest
 import torch
 
@@ -110,18 +109,18 @@ def torch_segments(rewards, ids, likelihood=None):
     """verl's vectorised estimator style: segment sums with index_add_ over unique ids."""
     _, inverse = torch.unique(ids, return_inverse=True)
     n_groups = int(inverse.max()) + 1
-    count = torch.zeros(n_groups).index_add_(0, inverse, torch.ones_like(rewards))
+    count = torch.zeros(n_groups, device=rewards.device).index_add_(0, inverse, torch.ones_like(rewards))
     if likelihood is not None:
         # ranks within each group: stable sort by likelihood, then by group
         by_likelihood = torch.sort(likelihood, stable=True).indices
         order = by_likelihood[torch.sort(inverse[by_likelihood], stable=True).indices]
         starts = torch.cumsum(count, 0) - count
         rank = torch.empty_like(rewards)
-        rank[order] = torch.arange(N, dtype=rewards.dtype) - starts[inverse[order]]
+        rank[order] = torch.arange(N, dtype=rewards.dtype, device=rewards.device) - starts[inverse[order]]
         rewards = rewards * (1 - BETA * rank / count[inverse])
-    mean = torch.zeros(n_groups).index_add_(0, inverse, rewards) / count
+    mean = torch.zeros(n_groups, device=rewards.device).index_add_(0, inverse, rewards) / count
     centered = rewards - mean[inverse]
-    var = torch.zeros(n_groups).index_add_(0, inverse, centered * centered) / (count - 1)
+    var = torch.zeros(n_groups, device=rewards.device).index_add_(0, inverse, centered * centered) / (count - 1)
     return centered / (var.sqrt()[inverse] + EPS)
 
 
@@ -231,3 +230,52 @@ def test_token_memory_floor(benchmark, case, policy):
     else:
         target = torch.zeros_like(source)
         benchmark(target.copy_, source)
+
+
+# ---- CUDA: c and d against a device-to-device copy of the same bytes --------------------------
+
+
+@pytest.fixture(scope="module")
+def cuda_data(data):
+    return {k: v.cuda() for k, v in data.items() if k != "mask_float"}
+
+
+def synchronized(fn, *args, **kwargs):
+    def run():
+        result = fn(*args, **kwargs)
+        torch.cuda.synchronize()
+        return result
+
+    return run
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("case", ["c", "d"])
+def test_cuda_token_fairkernels(benchmark, cuda_data, case, variant, policy):
+    tag(benchmark, case, variant, "fairkernels", policy)
+    benchmark.extra_info["family"] = "advantage-cuda"
+    out = dict(out=cuda_data["out"]) if policy == "out" else {}
+    benchmark(synchronized(fairkernels.group_advantages, cuda_data["rewards"], **grouping(cuda_data, variant),
+                           mask=cuda_data["mask"], **token_kwargs(cuda_data, case), **out))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("case", ["c", "d"])
+def test_cuda_token_memory_floor(benchmark, case, policy):
+    tag(benchmark, case, "any", "copy_floor", policy)
+    benchmark.extra_info["family"] = "advantage-cuda"
+    source = torch.ones(bytes_moved(case) // 2, dtype=torch.uint8, device="cuda")
+    target = torch.zeros_like(source)
+    benchmark(synchronized(source.clone) if policy == "fresh" else synchronized(target.copy_, source))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("case", ["c", "d"])
+def test_cuda_token_torch(benchmark, cuda_data, case, variant):
+    tag(benchmark, case, variant, "torch_bool_mask", "fresh")
+    benchmark.extra_info["family"] = "advantage-cuda"
+    benchmark(synchronized(torch_token, cuda_data, case, variant))

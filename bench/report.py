@@ -43,7 +43,9 @@ def table(medians: dict, family: str) -> list[str]:
             cells.append(f"{entry[impl] * 1e3:.2f} ms ({entry[impl] / ours:.1f}x)" if impl in entry else "")
         floor = medians.get((family, key[1], "any", key[3]), {}).get("copy_floor")
         floor_cell = f"{ours / floor:.2f} (copy {floor * 1e3:.2f} ms)" if floor else ""
-        rows.append(f"| {key[1]} | {key[2]} | {key[3]} | {ours * 1e3:.3f} | " + " | ".join(cells) + f" | {floor_cell} |")
+        rows.append(
+            f"| {key[1]} | {key[2]} | {key[3]} | {ours * 1e3:.3f} | " + " | ".join(cells) + f" | {floor_cell} |"
+        )
     return rows
 
 
@@ -53,8 +55,10 @@ def main() -> None:
     parser.add_argument("--family", default="advantage")
     args = parser.parse_args()
     medians, machine = load(args.json_file)
-    print(f"machine: {machine.get('node', '?')}, {machine.get('cpu', {}).get('brand_raw', '?')}, "
-          f"python {machine.get('python_version', '?')}")
+    print(
+        f"machine: {machine.get('node', '?')}, {machine.get('cpu', {}).get('brand_raw', '?')}, "
+        f"python {machine.get('python_version', '?')}"
+    )
     print("\n".join(table(medians, args.family)))
 
 
