@@ -163,11 +163,64 @@ def test_episode_fused(benchmark):
 
 
 def test_episode_python_loop(benchmark):
+    """Timed on LOOP_ROUNDS rounds (its own case, so report.py pairs no unequal runs);
+    multiply by EP_T / LOOP_ROUNDS for the episode (python bench/bench_bandits.py does)."""
     env = make_table(grid=EP_K, cohort=EP_N)
-    tag(benchmark, "episode", f"B{EP_B}-T{LOOP_ROUNDS}(of {EP_T})-K{EP_K}", "python_loop")
+    tag(benchmark, f"episode-loop-{LOOP_ROUNDS}-rounds", f"B{EP_B}-K{EP_K}", "python_loop")
     benchmark.extra_info["rounds_timed"] = LOOP_ROUNDS
     benchmark.extra_info["scale_to_T"] = EP_T / LOOP_ROUNDS
     benchmark.pedantic(python_loop_episode, args=(env, EP_B, LOOP_ROUNDS), rounds=1, iterations=1)
+
+
+# --- CUDA (run on a GPU machine by bench/gpu_check.sh): the CUDA kernels against the CPU kernels
+GPU_B, GPU_T = 65_536, 200
+
+
+def _synchronized(fn, *args, **kwargs):
+    import torch
+
+    def run():
+        result = fn(*args, **kwargs)
+        torch.cuda.synchronize()
+        return result
+
+    return run
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("impl", ["fairkernels", "cpu_kernel"])
+def test_cuda_episode(benchmark, impl):
+    """Fused synthetic episode, B = 65,536 OFS learners (T = 200 to keep the CPU run short);
+    run_episodes copies the traces back to the host in both cases."""
+    env = make_table(grid=EP_K, cohort=EP_N)
+    benchmark.group = "bandits-cuda-episode"
+    benchmark.extra_info.update(family="bandits-cuda", case="episode", variant=f"B{GPU_B}-T{GPU_T}-K{EP_K}",
+                                impl=impl, policy="fresh")
+    device = "cuda" if impl == "fairkernels" else "cpu"
+    benchmark.pedantic(run_episodes, args=(env, ["ofs"] * GPU_B),
+                       kwargs=dict(n_rounds=GPU_T, seed=0, n_buckets=10, device=device), rounds=3, iterations=1)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("impl", ["fairkernels", "cpu_kernel"])
+def test_cuda_round(benchmark, impl):
+    """One round (update + select) for B = 65,536, K = 101, M = 2: CUDA state vs CPU state."""
+    import torch
+
+    B, K, M = GPU_B, ROUND_K, ROUND_M
+    rng = np.random.default_rng(0)
+    like = torch.zeros(1, device="cuda") if impl == "fairkernels" else None
+    state = GridBounds(B, K, M, like=like)
+    convert = (lambda x: torch.from_numpy(x).cuda()) if like is not None else (lambda x: x)
+    for t in range(K):
+        state.update(convert(np.full(B, t, dtype=np.int64)), convert(rng.random(B)),
+                     convert(rng.uniform(-0.3, 0.2, (B, M))), weight=2000.0)
+    obs = tuple(convert(x) for x in (rng.integers(0, K, B), rng.random(B), rng.uniform(-0.3, 0.2, (B, M))))
+    benchmark.group = "bandits-cuda-round"
+    benchmark.extra_info.update(family="bandits-cuda", case="round", variant=f"B{B}-K{K}-M{M}", impl=impl,
+                                policy="fresh")
+    fn = _synchronized(fk_round, state, obs) if like is not None else (lambda: fk_round(state, obs))
+    benchmark(fn)
 
 
 def _best_of(fn, repeats):

@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from bandits_reference import ReferenceBounds
 
 import fairkernels
+from bandits_reference import ReferenceBounds
 from fairkernels import _core
 from fairkernels.bandits import OFS, UCB, EnvTable, FixedThreshold, GridBounds, PrimalDual, run_episodes
 

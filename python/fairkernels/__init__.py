@@ -13,8 +13,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from ._backend import CudaUnavailableError, build_info, cuda_available, cuda_compiled
 from . import bandits
+from ._backend import CudaUnavailableError, build_info, cuda_available, cuda_compiled
 from .advantage import group_advantages
 from .bandits import OFS, UCB, FixedThreshold, GridBounds, PrimalDual
 
