@@ -5,7 +5,7 @@
            preallocated buffers (NumpyOFS below).
   episode  the fused synthetic episode, B = 1,000 OFS learners, T = 10,000, K = 51, n = 2,000;
            baseline: the same episode driven from a Python loop with numpy per round
-           (count-based Binomial draws, NumpyOFS for the learner).  The loop is timed on
+           (the same five count-based Binomial draws per round, NumpyOFS for the learner).  The loop is timed on
            LOOP_ROUNDS rounds and scaled to T (it costs the same every round).
 
     pytest bench/bench_bandits.py --benchmark-json=out.json    # pytest-benchmark
@@ -102,6 +102,7 @@ def python_loop_episode(env, B, T, seed=0):
     rng = np.random.default_rng(seed)
     learner = NumpyOFS(B, env.n_arms, 1)
     n = env.cohort
+    accept, precision = env.accept_rate, env.precision
     p = np.full(B, env.p0)
     logit_p0 = math.log(env.p0 / (1 - env.p0))
     reward_sum = np.zeros(B)
@@ -112,11 +113,10 @@ def python_loop_episode(env, B, T, seed=0):
         group_n = (na, n - na)
         accepted, tp, fp = [], 0, 0
         for g in (0, 1):
-            pos = rng.binomial(group_n[g], env.base_rate[g])
-            tp_g = rng.binomial(pos, env.tpr[g, arms])
-            fp_g = rng.binomial(group_n[g] - pos, env.fpr[g, arms])
-            accepted.append(np.where(group_n[g] > 0, (tp_g + fp_g) / np.maximum(group_n[g], 1), 0.0))
-            tp, fp = tp + tp_g, fp + fp_g
+            acc = rng.binomial(group_n[g], accept[g, arms])
+            tp_g = rng.binomial(acc, precision[g, arms])
+            accepted.append(np.where(group_n[g] > 0, acc / np.maximum(group_n[g], 1), 0.0))
+            tp, fp = tp + tp_g, fp + acc - tp_g
         reward = (tp - env.cost * fp + env.cost * n) / ((1 + env.cost) * n)
         gap = accepted[0] - accepted[1]
         residual = np.abs(gap) - env.eps

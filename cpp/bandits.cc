@@ -46,12 +46,11 @@ void check_bound_options(const BoundOptions& o) {
 }
 
 void check_env_table(const EnvTable& env) {
-  require(env.n_arms >= 1 && env.tpr && env.fpr, "environment table: missing arrays");
+  require(env.n_arms >= 1 && env.accept && env.precision, "environment table: missing arrays");
   for (int64_t i = 0; i < 2 * env.n_arms; ++i) {
-    require(env.tpr[i] >= 0 && env.tpr[i] <= 1, "environment table: tpr must be in [0, 1]");
-    require(env.fpr[i] >= 0 && env.fpr[i] <= 1, "environment table: fpr must be in [0, 1]");
+    require(env.accept[i] >= 0 && env.accept[i] <= 1, "environment table: accept must be in [0, 1]");
+    require(env.precision[i] >= 0 && env.precision[i] <= 1, "environment table: precision must be in [0, 1]");
   }
-  for (double r : env.base_rate) require(r >= 0 && r <= 1, "environment table: base rates must be in [0, 1]");
   require(env.p0 > 0 && env.p0 < 1, "p0 must be in (0, 1)");
   require(env.beta >= 0 && env.beta <= 1, "beta must be in [0, 1]");
   require(std::isfinite(env.kappa), "kappa must be finite");

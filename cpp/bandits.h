@@ -78,13 +78,15 @@ struct SelectArgs {
   double* lcb = nullptr;            // [B, M, K] optional out: LCB of the residuals
 };
 
-// A closed-loop environment reduced to one table (see docs of fairkernels.envs):
-// per group g (0 = a, 1 = b) and arm k, the acceptance rates given the label.
+// A closed-loop environment reduced to one table (see fairkernels.bandits.EnvTable): per
+// group g (0 = a, 1 = b) and arm k, the acceptance rate and the share of positives among the
+// accepted.  A round draws N_a ~ Bin(n, p_t), then per group accepted ~ Bin(N_g, accept[g, k])
+// and true positives ~ Bin(accepted, precision[g, k]): five Binomial draws, the same joint law
+// of (N_a, accepted per group, TP, FP) as drawing the n individuals.
 struct EnvTable {
   int64_t n_arms = 0;
-  const double* tpr = nullptr;  // [2, K] P(s >= tau_k | y = 1, g)
-  const double* fpr = nullptr;  // [2, K] P(s >= tau_k | y = 0, g)
-  double base_rate[2] = {0.5, 0.5};  // P(y = 1 | g)
+  const double* accept = nullptr;     // [2, K] P(s >= tau_k | g)
+  const double* precision = nullptr;  // [2, K] P(y = 1 | s >= tau_k, g) (0 where nobody is accepted)
   double p0 = 0.5;       // group-a share without feedback
   double beta = 0.05;
   double kappa = 4.0;

@@ -59,10 +59,8 @@ inline SelectArgs select_args_from_dict(const py::dict& args) {
 inline EnvTable env_table_from_dict(const py::dict& args) {
   EnvTable e;
   e.n_arms = get_arg<int64_t>(args, "n_arms");
-  e.tpr = get_pointer<const double>(args, "tpr");
-  e.fpr = get_pointer<const double>(args, "fpr");
-  e.base_rate[0] = get_arg<double>(args, "base_rate_a");
-  e.base_rate[1] = get_arg<double>(args, "base_rate_b");
+  e.accept = get_pointer<const double>(args, "accept");
+  e.precision = get_pointer<const double>(args, "precision");
   e.p0 = get_arg<double>(args, "p0");
   e.beta = get_arg<double>(args, "beta");
   e.kappa = get_arg<double>(args, "kappa");

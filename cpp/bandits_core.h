@@ -369,13 +369,11 @@ FK_HD RoundOutcome env_round(const EnvTable& env, int64_t k, double share, Round
   group_n[1] = n - group_n[0];
   double accepted_rate[2], tp = 0, fp = 0;
   for (int g = 0; g < 2; ++g) {
-    const double pos = binomial(group_n[g], env.base_rate[g], rng);
-    const double neg = group_n[g] - pos;
-    const double tp_g = binomial(pos, env.tpr[g * env.n_arms + k], rng);
-    const double fp_g = binomial(neg, env.fpr[g * env.n_arms + k], rng);
-    accepted_rate[g] = group_n[g] > 0 ? (tp_g + fp_g) / group_n[g] : 0.0;
+    const double accepted = binomial(group_n[g], env.accept[g * env.n_arms + k], rng);
+    const double tp_g = binomial(accepted, env.precision[g * env.n_arms + k], rng);
+    accepted_rate[g] = group_n[g] > 0 ? accepted / group_n[g] : 0.0;
     tp += tp_g;
-    fp += fp_g;
+    fp += accepted - tp_g;
   }
   RoundOutcome out;
   out.reward = add(add(tp, -mul(env.cost, fp)), mul(env.cost, n)) / mul(1 + env.cost, n);

@@ -116,7 +116,7 @@ void bandit_select_cuda(const BanditState& s, const SelectArgs& a, int device, u
 // being copied to the device (device memory cannot be read here without synchronising).
 void bandit_episode_cuda(const EnvTable& env, const EpisodeArgs& a, int device, uintptr_t stream_handle) {
   check_bound_options(a.bound);
-  require(env.n_arms >= 1 && env.tpr && env.fpr, "environment table: missing arrays");
+  require(env.n_arms >= 1 && env.accept && env.precision, "environment table: missing arrays");
   require(a.n_learners >= 0 && a.n_rounds >= 1 && a.n_buckets >= 1 && a.n_buckets <= a.n_rounds,
           "episode: need n_rounds >= 1 and 1 <= n_buckets <= n_rounds");
   const int64_t B = a.n_learners, K = env.n_arms, M = env.service ? 2 : 1, V = 1 + M;

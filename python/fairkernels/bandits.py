@@ -399,8 +399,9 @@ class EnvTable:
 
     Per group g (row 0 = a, row 1 = b) and grid point k: ``tpr[g, k] = P(s >= tau_k | y=1, g)``,
     ``fpr[g, k] = P(s >= tau_k | y=0, g)``; ``base_rate[g] = P(y=1 | g)``.  Each round: n
-    individuals, ``N_a ~ Binomial(n, p_t)``, per group positives, accepted positives and accepted
-    negatives by Binomial draws; reward ``(TP - c FP + c n) / ((1 + c) n)`` in [0, 1]; residuals
+    individuals, ``N_a ~ Binomial(n, p_t)``, per group accepted ``~ Binomial(N_g, P(s >= tau | g))``
+    and true positives ``~ Binomial(accepted, P(y=1 | s >= tau, g))`` (the joint law of drawing
+    the n individuals, in five draws); reward ``(TP - c FP + c n) / ((1 + c) n)`` in [0, 1]; residuals
     ``|A_a - A_b| - eps`` and, with ``rho_min``, ``rho_min - A``; then
     ``p_{t+1} = (1 - beta) p_t + beta sigmoid(logit(p0) + kappa (A_a - A_b))``.
     """
@@ -443,6 +444,19 @@ class EnvTable:
     @property
     def n_arms(self) -> int:
         return int(self.grid.shape[0])
+
+    @property
+    def accept_rate(self) -> np.ndarray:
+        """``[2, K]`` P(s >= tau_k | g)."""
+        return np.ascontiguousarray(self.base_rate[:, None] * self.tpr + (1 - self.base_rate[:, None]) * self.fpr)
+
+    @property
+    def precision(self) -> np.ndarray:
+        """``[2, K]`` P(y = 1 | s >= tau_k, g), 0 where nobody is accepted."""
+        accepted_pos = self.base_rate[:, None] * self.tpr
+        accept = self.accept_rate
+        safe = np.where(accept > 0, accept, 1.0)
+        return np.ascontiguousarray(np.clip(np.where(accept > 0, accepted_pos / safe, 0.0), 0.0, 1.0))
 
     @property
     def n_constraints(self) -> int:
@@ -539,7 +553,7 @@ def run_episodes(env: EnvTable, rules: Sequence[str], *, n_rounds: int, seed: in
     _choice(bound, "bound", BOUNDS)
     device = _choice(device, "device", ("cpu", "cuda"))
     host = {"stream_ids": ids, "rules": codes, "fixed_arms": arms, "eta": np.ascontiguousarray(etas),
-            "tpr": env.tpr, "fpr": env.fpr}
+            "accept": env.accept_rate, "precision": env.precision}
     shapes = {"reward_trace": (B, NB), "violation_trace": (B, NB), "residual_trace": (B, NB, M), "pulls": (B, K),
               "final_share": (B,)}
     if device == "cpu":
@@ -554,7 +568,7 @@ def run_episodes(env: EnvTable, rules: Sequence[str], *, n_rounds: int, seed: in
                 alpha=_real(alpha, "alpha", 0.0, open_low=True),
                 delta=_real(delta, "delta", 0.0, 1.0, open_low=True, open_high=True),
                 horizon=0.0 if horizon is None else _real(horizon, "horizon", 0.0, open_low=True),
-                n_arms=K, base_rate_a=float(env.base_rate[0]), base_rate_b=float(env.base_rate[1]), p0=env.p0,
+                n_arms=K, p0=env.p0,
                 beta=env.beta, kappa=env.kappa, cohort=env.cohort, cost=env.cost, eps=env.eps,
                 service=env.rho_min is not None, rho_min=0.0 if env.rho_min is None else env.rho_min, **extra)
     kernels.bandit_episode(args)
