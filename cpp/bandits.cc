@@ -37,14 +37,6 @@ const char* observation_error(int code) {
 
 }  // namespace
 
-void check_bound_options(const BoundOptions& o) {
-  require(o.kind == BoundKind::kUcb1 || o.kind == BoundKind::kHoeffding || o.kind == BoundKind::kBernstein,
-          "bound must be ucb1, hoeffding or bernstein");
-  require(std::isfinite(o.alpha) && o.alpha > 0, "alpha must be finite and > 0");
-  require(std::isfinite(o.delta) && o.delta > 0 && o.delta < 1, "delta must be in (0, 1)");
-  require(std::isfinite(o.horizon) && o.horizon >= 0, "horizon must be finite and >= 0");
-}
-
 void check_env_table(const EnvTable& env) {
   require(env.n_arms >= 1 && env.accept && env.precision, "environment table: missing arrays");
   for (int64_t i = 0; i < 2 * env.n_arms; ++i) {

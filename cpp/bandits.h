@@ -29,6 +29,7 @@
 //   fixed: a given arm (fused episodes only).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "common.h"
@@ -115,8 +116,16 @@ struct EpisodeArgs {
   double* final_share = nullptr;      // [B] group-a share p_T after the last round
 };
 
-// Argument checks that need no array contents; throw std::invalid_argument.
-void check_bound_options(const BoundOptions& o);
+// Argument checks that need no array contents; throw std::invalid_argument.  Inline: the CUDA
+// module uses it too and does not link bandits.cc.
+inline void check_bound_options(const BoundOptions& o) {
+  require(o.kind == BoundKind::kUcb1 || o.kind == BoundKind::kHoeffding || o.kind == BoundKind::kBernstein,
+          "bound must be ucb1, hoeffding or bernstein");
+  require(std::isfinite(o.alpha) && o.alpha > 0, "alpha must be finite and > 0");
+  require(std::isfinite(o.delta) && o.delta > 0 && o.delta < 1, "delta must be in (0, 1)");
+  require(std::isfinite(o.horizon) && o.horizon >= 0, "horizon must be finite and >= 0");
+}
+// Reads the table (host memory): CPU only.
 void check_env_table(const EnvTable& env);
 
 // CPU implementations (bandits.cc); deterministic whatever the thread count.
