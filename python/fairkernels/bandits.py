@@ -519,7 +519,14 @@ def run_episodes(env: EnvTable, rules: Sequence[str], *, n_rounds: int, seed: in
         bound, alpha, delta: as in :class:`GridBounds`; ``horizon`` defaults to ``T * n``.
         n_buckets: rounds are summed into this many consecutive buckets (<= T; default
             min(100, T)).
-        device: "cpu" or "cuda" (needs the CUDA module and torch or CuPy); same trajectories.
+        device: "cpu" or "cuda" (needs the CUDA module and torch or CuPy).  Both run the same
+            operations in the same order (cpp/bandits_core.h; no FMA contraction on the device),
+            so they give the same trajectories from the same seed, except where CUDA's and the C
+            library's exp/log differ by one ulp exactly at an accept/reject or threshold boundary
+            of a draw (possible in principle, not expected in practice; the CUDA test checks it).
+
+    Returns:
+        :class:`EpisodeTraces` (numpy), whatever the device.
     """
     if not isinstance(env, EnvTable):
         raise TypeError(f"env must be an EnvTable, got {type(env).__name__}")
