@@ -465,8 +465,15 @@ void group_advantages_cpu(const AdvantageArrays& a, const AdvantageOptions& opt)
   check_advantage_options(opt, a);
   require(is_cpu_float(a.out_dtype), "rewards must be float32 or float64 on the CPU");
   require(a.token_logp == nullptr || is_cpu_float(a.logp_dtype), "token_logp must be float32 or float64 on the CPU");
-  const Grouping grouping = opt.group_size > 0 ? fixed_grouping(opt.n_rows, opt.group_size)
-                                               : grouping_from_ids(a.group_ids, opt.n_rows);
+  // One grouping buffer per calling thread, reused across calls (see grouping.h).
+  thread_local Grouping ragged;
+  Grouping fixed;
+  if (opt.group_size > 0) {
+    fixed = fixed_grouping(opt.n_rows, opt.group_size);
+  } else {
+    grouping_from_ids(a.group_ids, opt.n_rows, ragged);
+  }
+  const Grouping& grouping = opt.group_size > 0 ? fixed : ragged;
   if (a.out_dtype == DType::kFloat64) return dispatch_logp<double>(a, opt, grouping);
   return dispatch_logp<float>(a, opt, grouping);
 }
