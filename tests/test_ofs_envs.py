@@ -110,3 +110,18 @@ def test_ofs_cli_quick(tmp_path, capsys):
     rows = {r["method"]: r for r in results["rows"]}
     assert rows["OFS"]["cum_violation"] < rows["UCB"]["cum_violation"]
     assert (out / "curves.png").stat().st_size > 0 and (out / "sweep.png").stat().st_size > 0
+
+
+def test_ofs_cli_missing_data_is_a_clear_error(monkeypatch, tmp_path, capsys):
+    from fairkernels.cli import main
+
+    monkeypatch.setenv("FAIRKERNELS_DATA_DIR", str(tmp_path / "nothing-here"))
+    monkeypatch.setenv("FAIRKERNELS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", _offline)
+    assert main(["ofs", "--env", "german", "--quick", "--out", str(tmp_path / "run")]) == 2
+    message = capsys.readouterr().err
+    assert "could not download the german data" in message and "FAIRKERNELS_DATA_DIR" in message
+
+
+def _offline(*args, **kwargs):
+    raise OSError("no network in this test")

@@ -58,6 +58,7 @@ def main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     import fairkernels
+    from fairkernels.datasets import DatasetError
     from fairkernels.envs import make_env
 
     from .run import Config, run_experiment
@@ -72,7 +73,11 @@ def main(args: argparse.Namespace) -> int:
                     eta_scales=tuple(args.eta_scales), steady_fraction=args.steady_fraction,
                     split_seed=args.split_seed, seed=args.seed, device=args.device)
     started = time.time()
-    env = make_env(config.env, **config.env_options())
+    try:
+        env = make_env(config.env, **config.env_options())
+    except DatasetError as error:
+        print(f"fairkernels ofs: {error}", file=sys.stderr)
+        return 2
     print(f"environment {env.name}: K={env.n_arms}, n={env.cohort}, c={env.cost:g}, eps={env.eps:g}, "
           f"p0={env.p0:.3f}, T={horizon}, seeds={seeds}")
     with tqdm(total=seeds, desc=f"ofs {env.name}", unit="seed", file=sys.stderr) as bar:
