@@ -36,13 +36,30 @@ def ranks(values, ties):
     return rank
 
 
-def reference_group_advantages(rewards, group_size=None, group_ids=None, seq_logp=None, token_logp=None,
-                               mask=None, likelihood="mean", beta_rank=0.0, ties="average", baseline="mean",
-                               scale="group", unbiased=True, eps=1e-6, singleton="zero"):
+def reference_group_advantages(
+    rewards,
+    group_size=None,
+    group_ids=None,
+    seq_logp=None,
+    token_logp=None,
+    mask=None,
+    likelihood="mean",
+    beta_rank=0.0,
+    ties="average",
+    baseline="mean",
+    scale="group",
+    unbiased=True,
+    eps=1e-6,
+    singleton="zero",
+):
     r = np.asarray(rewards, dtype=np.float64)
     n = len(r)
     if beta_rank != 0:
-        lik = np.asarray(seq_logp, np.float64) if seq_logp is not None else masked_likelihood(token_logp, mask, likelihood)
+        lik = (
+            np.asarray(seq_logp, np.float64)
+            if seq_logp is not None
+            else masked_likelihood(token_logp, mask, likelihood)
+        )
     ddof = 1 if unbiased else 0
     centered = np.zeros(n)
     divisor = np.ones(n)
@@ -85,6 +102,7 @@ def reference_group_advantages(rewards, group_size=None, group_ids=None, seq_log
 
 # ---- the public references, in their own style --------------------------------------------
 
+
 def trl_advantages(rewards, group_size, scale="group", eps=1e-4):
     """TRL GRPOTrainer: view(-1, G), mean, unbiased std, (r - mean) / (std + 1e-4)."""
     import torch
@@ -104,8 +122,9 @@ def trl_advantages(rewards, group_size, scale="group", eps=1e-4):
 
 def verl_loop_advantages(scores, index, response_mask, eps=1e-6):
     """verl compute_grpo_outcome_advantage: Python loop over uid groups."""
-    import torch
     from collections import defaultdict
+
+    import torch
 
     scores = torch.as_tensor(scores, dtype=torch.float64).clone()
     id2score = defaultdict(list)

@@ -2,6 +2,8 @@
 
 * :func:`group_advantages`: GRPO / RLOO / Dr. GRPO advantages with unlikeliness rank
   reweighting, sequence- or token-level (C++ and CUDA kernels).
+* :mod:`fairkernels.bandits`: grid confidence bounds and Optimistic Feasible Search (OFS, UCB,
+  PrimalDual, FixedThreshold) for fair threshold decisions, with fused closed-loop episodes.
 
 numpy arrays and CPU torch tensors run on the C++ core; CUDA torch tensors and CuPy arrays on
 the CUDA core, on the caller's current stream.  See README.md.
@@ -11,12 +13,20 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import bandits
 from ._backend import CudaUnavailableError, build_info, cuda_available, cuda_compiled
 from .advantage import group_advantages
+from .bandits import OFS, UCB, FixedThreshold, GridBounds, PrimalDual
 
 __all__ = [
+    "OFS",
+    "UCB",
     "CudaUnavailableError",
+    "FixedThreshold",
+    "GridBounds",
+    "PrimalDual",
     "__version__",
+    "bandits",
     "build_info",
     "cuda_available",
     "cuda_compiled",
