@@ -157,35 +157,32 @@ inline RankCounts count_ranks_scalar(const double* key, int64_t m, int64_t j) {
 }
 
 #if defined(__SSE2__)
-inline int32_t horizontal_sum(__m128i v) {
-  alignas(16) int32_t lanes[4];
-  _mm_store_si128(reinterpret_cast<__m128i*>(lanes), v);
-  return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-}
-
-// Four float32 keys at a time.  Only used when every key of the group is exactly a float32
-// (always so for float32 inputs), so the comparisons are exactly those of the doubles.
-// Branch-free: a sort's comparisons would mispredict on random likelihoods.
-inline RankCounts count_ranks_sse(const float* key, int64_t m, int64_t j) {
-  const __m128 pivot = _mm_set1_ps(key[j]);
-  __m128i less = _mm_setzero_si128(), equal = _mm_setzero_si128(), before = _mm_setzero_si128();
-  int64_t k = 0;
-  for (; k + 4 <= m; k += 4) {
-    const __m128 v = _mm_loadu_ps(key + k);
-    less = _mm_sub_epi32(less, _mm_castps_si128(_mm_cmplt_ps(v, pivot)));  // mask = -1 per hit
-    equal = _mm_sub_epi32(equal, _mm_castps_si128(_mm_cmpeq_ps(v, pivot)));
+// Ranks of four positions j0..j0+3 at once, against every key of the group: the four pivots
+// sit in one register and each key is broadcast, so the counts accumulate per lane with no
+// horizontal sums.  Only used when every key of the group is exactly a float32 (always so for
+// float32 inputs), so the comparisons are exactly those of the doubles.  Branch-free: a
+// sort's comparisons would mispredict on random likelihoods.
+inline void ranks_of_four_sse(const float* key, int64_t m, int64_t j0, bool average, double* rank) {
+  const __m128 pivots = _mm_loadu_ps(key + j0);  // the caller pads key to a multiple of four
+  const __m128i positions = _mm_add_epi32(_mm_set1_epi32(static_cast<int32_t>(j0)), _mm_set_epi32(3, 2, 1, 0));
+  __m128i less = _mm_setzero_si128(), equal = _mm_setzero_si128(), equal_before = _mm_setzero_si128();
+  for (int64_t k = 0; k < m; ++k) {
+    const __m128 other = _mm_set1_ps(key[k]);
+    const __m128i is_less = _mm_castps_si128(_mm_cmplt_ps(other, pivots));  // -1 where key[k] < pivot
+    const __m128i is_equal = _mm_castps_si128(_mm_cmpeq_ps(other, pivots));
+    const __m128i before = _mm_cmpgt_epi32(positions, _mm_set1_epi32(static_cast<int32_t>(k)));
+    less = _mm_sub_epi32(less, is_less);
+    equal = _mm_sub_epi32(equal, is_equal);
+    equal_before = _mm_sub_epi32(equal_before, _mm_and_si128(is_equal, before));
   }
-  int64_t k_before = 0;
-  for (; k_before + 4 <= j; k_before += 4) {
-    before = _mm_sub_epi32(before, _mm_castps_si128(_mm_cmpeq_ps(_mm_loadu_ps(key + k_before), pivot)));
+  alignas(16) int32_t l[4], e[4], b[4];
+  _mm_store_si128(reinterpret_cast<__m128i*>(l), less);
+  _mm_store_si128(reinterpret_cast<__m128i*>(e), equal);
+  _mm_store_si128(reinterpret_cast<__m128i*>(b), equal_before);
+  for (int q = 0; q < 4 && j0 + q < m; ++q) {
+    rank[j0 + q] = average ? static_cast<double>(l[q]) + 0.5 * static_cast<double>(e[q] - 1)
+                           : static_cast<double>(l[q] + b[q]);
   }
-  RankCounts c{horizontal_sum(less), horizontal_sum(equal), horizontal_sum(before)};
-  for (; k < m; ++k) {
-    c.less += key[k] < key[j];
-    c.equal += key[k] == key[j];
-  }
-  for (; k_before < j; ++k_before) c.equal_before += key[k_before] == key[j];
-  return c;
 }
 #endif
 
@@ -196,19 +193,22 @@ inline RankCounts count_ranks_sse(const float* key, int64_t m, int64_t j) {
 void ranks_in_group(const double* likelihood, int64_t m, bool average, double* rank, int64_t* order,
                     double* sorted_key) {
   if (m <= 32) {
-    // Small groups (the usual GRPO case): counting, four keys at a time where exact.
+    // Small groups (the usual GRPO case): counting, four positions at a time where exact.
     bool exact_in_float = true;
-    float narrow[32];
+    float narrow[36];
     for (int64_t k = 0; k < m; ++k) {
       narrow[k] = static_cast<float>(likelihood[k]);
       exact_in_float &= static_cast<double>(narrow[k]) == likelihood[k];
     }
-    for (int64_t j = 0; j < m; ++j) {
 #if defined(__SSE2__)
-      const RankCounts c = exact_in_float ? count_ranks_sse(narrow, m, j) : count_ranks_scalar(likelihood, m, j);
-#else
-      const RankCounts c = count_ranks_scalar(likelihood, m, j);
+    if (exact_in_float) {
+      for (int64_t k = m; k < m + 4; ++k) narrow[k] = 0.0f;  // padding of the last pivot load
+      for (int64_t j0 = 0; j0 < m; j0 += 4) ranks_of_four_sse(narrow, m, j0, average, rank);
+      return;
+    }
 #endif
+    for (int64_t j = 0; j < m; ++j) {
+      const RankCounts c = count_ranks_scalar(likelihood, m, j);
       rank[j] = average ? static_cast<double>(c.less) + 0.5 * static_cast<double>(c.equal - 1)
                         : static_cast<double>(c.less + c.equal_before);
     }
