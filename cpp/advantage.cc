@@ -110,7 +110,7 @@ double row_likelihood(const LogpT* logp, const MaskT* mask, int64_t n_tokens, bo
 
 // out[t] = A * mask[t]; a byte mask selects (no -0.0 for negative A on padding).
 template <typename Real, typename MaskT>
-inline void broadcast_row(Real advantage, const MaskT* mask, Real* out, int64_t n_tokens) {
+inline void broadcast_row(Real advantage, const MaskT* mask, Real* out, int64_t n_tokens, bool streaming) {
   if constexpr (std::is_same_v<MaskT, uint8_t>) {
     int64_t t = 0;
 #if defined(__SSE2__)
@@ -123,7 +123,14 @@ inline void broadcast_row(Real advantage, const MaskT* mask, Real* out, int64_t 
       for (; t + 16 <= n_tokens; t += 16) {
         __m128i on[4];
         byte_masks(mask + t, on);
-        for (int q = 0; q < 4; ++q) _mm_stream_ps(out + t + 4 * q, _mm_and_ps(_mm_castsi128_ps(on[q]), value));
+        for (int q = 0; q < 4; ++q) {
+          const __m128 v = _mm_and_ps(_mm_castsi128_ps(on[q]), value);
+          if (streaming) {
+            _mm_stream_ps(out + t + 4 * q, v);
+          } else {
+            _mm_store_ps(out + t + 4 * q, v);
+          }
+        }
       }
     }
 #endif
@@ -355,7 +362,8 @@ class AdvantageKernel {
     if (mask_ == nullptr) {
       out_[row] = a;
     } else {
-      broadcast_row(a, mask_ + row * opt_.mask_row_stride, out_ + row * opt_.out_row_stride, opt_.n_tokens);
+      broadcast_row(a, mask_ + row * opt_.mask_row_stride, out_ + row * opt_.out_row_stride, opt_.n_tokens,
+                    opt_.streaming_stores);
     }
   }
 

@@ -43,6 +43,9 @@ struct AdvantageOptions {
   int64_t logp_row_stride = 0;
   int64_t mask_row_stride = 0;
   int64_t out_row_stride = 0;
+  // Non-temporal stores for the [N, T] result: faster into a caller's (already mapped) buffer,
+  // slower into fresh memory, whose first touch faults the page in and zeroes it in cache.
+  bool streaming_stores = true;
 
   bool uses_ranks() const { return likelihood != Likelihood::kNone && beta_rank != 0.0; }
 };

@@ -37,6 +37,7 @@ inline std::pair<AdvantageArrays, AdvantageOptions> advantage_call_from_dict(con
   o.logp_row_stride = get_arg<int64_t>(args, "logp_row_stride");
   o.mask_row_stride = get_arg<int64_t>(args, "mask_row_stride");
   o.out_row_stride = get_arg<int64_t>(args, "out_row_stride");
+  o.streaming_stores = get_arg<bool>(args, "streaming_stores");
   return {a, o};
 }
 

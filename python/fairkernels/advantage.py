@@ -324,6 +324,7 @@ def compute_group_advantages(
         "logp_row_stride": _row_stride(checked.token_logp),
         "mask_row_stride": _row_stride(checked.mask),
         "out_row_stride": _row_stride(result),
+        "streaming_stores": out is not None,  # see AdvantageOptions::streaming_stores
         **cuda_call_arguments(r),
     }
     kernels.group_advantages(args)
