@@ -8,6 +8,7 @@
 
 namespace fk {
 void bind_advantage_cuda(pybind11::module_& m);
+void bind_propensity_cuda(pybind11::module_& m);
 }  // namespace fk
 
 PYBIND11_MODULE(_cuda, m) {
@@ -25,4 +26,5 @@ PYBIND11_MODULE(_cuda, m) {
       },
       "(number of usable CUDA devices, reason when 0)");
   fk::bind_advantage_cuda(m);
+  fk::bind_propensity_cuda(m);
 }

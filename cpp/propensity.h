@@ -1,0 +1,89 @@
+// Propensity-weighted, noise-aware losses (CausalRM and its baselines).
+//
+// One contract, two compiled implementations: propensity.cc (CPU) and
+// ../cuda/propensity.cu (CUDA); the per-row formulas are shared (propensity_math.h).  The numpy
+// reference lives in tests/propensity_reference.py.
+//
+// Per row i, with z_i = f_i (base "bce") or f_i0 - f_i1 (base "bt": first minus second) and
+// l1 = softplus(-z) (loss if y = 1), l0 = softplus(z) (loss if y = 0):
+//   noise-aware surrogate   l~_i = ((y_i - rho10) l1 + (1 - y_i - rho01) l0) / (1 - rho10 - rho01)
+//                           (rho10 = P(noisy 1 | clean 0), rho01 = P(noisy 0 | clean 1); for y in
+//                           {0, 1} this is the backward correction of Natarajan et al. 2013)
+//   weight                  w_i = o_i / max(p_i, p_min)            ("naive": w_i = o_i)
+//   row term r_i            naive, ips, snips: w_i l~_i
+//                           dr: e_i + w_i (l~_i - e_i),  e_i = q l1 + (1 - q) l0, q = sigmoid(h_i),
+//                           h_i the imputation logit (same layout as f)
+//   normaliser Z            naive: sum o_i;  ips, dr: N;  snips: sum w_i
+//   reduction               mean: sum r_i / Z (0 when Z = 0);  sum: sum r_i;  none: r_i per row
+//   nonnegative             mean/sum: max(0, loss), gradient 0 when it clamps; none: per row.
+// The kernel writes the loss and, on request, the per-row derivatives dr_i/df_i and dr_i/dh_i
+// (unscaled) plus grad_scale, the factor that turns them into d loss / d input: 1/Z for
+// "mean", 1 for "sum" and "none", and 0 when the non-negative clamp is active.
+#pragma once
+
+#include <cstdint>
+
+#include "common.h"
+
+namespace fk {
+
+enum class Estimator : int { kNaive = 0, kIps = 1, kSnips = 2, kDr = 3 };
+enum class Reduction : int { kMean = 0, kSum = 1, kNone = 2 };
+
+struct PropensityOptions {
+  int64_t n_rows = 0;
+  bool pairwise = false;  // base "bt" with [N, 2] logits; false: one logit per row
+  Estimator estimator = Estimator::kIps;
+  Reduction reduction = Reduction::kMean;
+  double rho10 = 0.0;
+  double rho01 = 0.0;
+  double p_min = 0.1;
+  bool nonnegative = false;
+  bool want_grad = false;
+};
+
+// Contiguous arrays; optional inputs are nullptr.
+struct PropensityArrays {
+  const void* logits = nullptr;      // [N] or [N, 2], dtype
+  const void* labels = nullptr;      // [N], dtype, values in [0, 1]
+  const void* observed = nullptr;    // [N], uint8/bool (0/1) or dtype (0.0/1.0)
+  const void* propensity = nullptr;  // [N], dtype, (0, 1]; may be nullptr for "naive"
+  const void* imputed = nullptr;     // like logits; "dr" only
+  void* loss = nullptr;              // [1] (mean/sum) or [N] (none), dtype
+  void* grad_scale = nullptr;        // [1], dtype; written when want_grad
+  void* grad_logits = nullptr;       // like logits; written when want_grad
+  void* grad_imputed = nullptr;      // like imputed; written when want_grad and "dr"
+  DType dtype = DType::kFloat32;
+  DType observed_dtype = DType::kUInt8;
+};
+
+// Bit flags of invalid array contents, found during the fused pass (no extra read).
+enum PropensityInvalid : int {
+  kBadLogits = 1,
+  kBadLabels = 2,
+  kBadObserved = 4,
+  kBadPropensity = 8,
+  kBadImputed = 16,
+};
+
+// Per-chunk partial sums of the CPU pass; chunks have a fixed size (independent of threads).
+constexpr int64_t kPropensityChunk = 16384;
+struct ChunkSums {
+  double term = 0.0;
+  double norm = 0.0;
+  int invalid = 0;  // PropensityInvalid flags
+};
+
+// Options that do not depend on array contents; throws std::invalid_argument.
+void check_propensity_options(const PropensityOptions& opt, const PropensityArrays& arrays);
+
+// Message naming the first offending argument of a PropensityInvalid mask ("" when 0).
+const char* propensity_invalid_message(int flags);
+
+// CPU implementation (propensity.cc): one fused pass, OpenMP over fixed chunks, sums combined in
+// chunk order (bit-identical whatever the thread count).  Throws std::invalid_argument when the
+// contents are invalid (NaN / inf logits, labels outside [0, 1], observed not 0/1, propensity
+// outside (0, 1]); the outputs are then unspecified.
+void propensity_loss_cpu(const PropensityArrays& arrays, const PropensityOptions& opt);
+
+}  // namespace fk
