@@ -2,6 +2,9 @@
 
 * :func:`group_advantages`: GRPO / RLOO / Dr. GRPO advantages with unlikeliness rank
   reweighting, sequence- or token-level (C++ and CUDA kernels).
+* :func:`propensity_loss`: propensity-weighted (naive / ips / snips / dr), noise-aware losses
+  for reward models trained on observational feedback (CausalRM); torch users:
+  ``fairkernels.torch.CausalRMLoss``.
 
 numpy arrays and CPU torch tensors run on the C++ core; CUDA torch tensors and CuPy arrays on
 the CUDA core, on the caller's current stream.  See README.md.
@@ -13,6 +16,7 @@ __version__ = "0.1.0"
 
 from ._backend import CudaUnavailableError, build_info, cuda_available, cuda_compiled
 from .advantage import group_advantages
+from .propensity import propensity_loss
 
 __all__ = [
     "CudaUnavailableError",
@@ -21,4 +25,5 @@ __all__ = [
     "cuda_available",
     "cuda_compiled",
     "group_advantages",
+    "propensity_loss",
 ]

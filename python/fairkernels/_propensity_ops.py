@@ -1,0 +1,142 @@
+"""torch.library custom ops over the propensity kernel (importing this module needs torch).
+
+Two ops share one kernel:
+
+* ``fairkernels::propensity_loss``: the loss only (evaluation, no gradient needed);
+* ``fairkernels::propensity_loss_fused``: the loss plus the per-row derivatives, computed in
+  the same single pass over the inputs.  Its autograd formula only rescales the saved
+  derivatives by the incoming gradient, so forward + backward read every input once.
+
+Both have fake (meta) implementations, so ``torch.compile(fullgraph=True)`` traces through
+them.  Gradients flow to the logits and the imputation logits; labels, observed flags and
+propensities are data (no gradient).  Only first-order gradients are supported.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .propensity import PropensityOptions, compute_propensity_loss, logits_shape_ok
+
+
+def _check_fake(logits: torch.Tensor, imputed: Optional[torch.Tensor], options: PropensityOptions) -> None:
+    if not logits_shape_ok(tuple(logits.shape), options.base):
+        raise ValueError(f"logits has shape {tuple(logits.shape)}, not valid for base={options.base!r}")
+    if imputed is not None and imputed.shape != logits.shape:
+        raise ValueError(f"imputed_logits must have the shape of logits {tuple(logits.shape)}")
+
+
+def _loss_shape(logits: torch.Tensor, reduction: str) -> tuple:
+    return (logits.shape[0],) if reduction == "none" else ()
+
+
+@torch.library.custom_op("fairkernels::propensity_loss", mutates_args=())
+def propensity_loss_op(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    observed: torch.Tensor,
+    propensity: Optional[torch.Tensor],
+    imputed_logits: Optional[torch.Tensor],
+    base: str,
+    estimator: str,
+    rho10: float,
+    rho01: float,
+    p_min: float,
+    reduction: str,
+    nonnegative: bool,
+) -> torch.Tensor:
+    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
+    return compute_propensity_loss(logits, labels, observed, propensity, imputed_logits, options, False)[0]
+
+
+@propensity_loss_op.register_fake
+def _(logits, labels, observed, propensity, imputed_logits, base, estimator, rho10, rho01, p_min, reduction,
+      nonnegative):
+    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
+    _check_fake(logits, imputed_logits, options)
+    return logits.new_empty(_loss_shape(logits, reduction))
+
+
+@torch.library.custom_op("fairkernels::propensity_loss_fused", mutates_args=())
+def propensity_loss_fused_op(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    observed: torch.Tensor,
+    propensity: Optional[torch.Tensor],
+    imputed_logits: Optional[torch.Tensor],
+    base: str,
+    estimator: str,
+    rho10: float,
+    rho01: float,
+    p_min: float,
+    reduction: str,
+    nonnegative: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, grad_scale, grad_logits, grad_imputed); the derivatives are unscaled (see
+    fairkernels.propensity.compute_propensity_loss); grad_imputed is empty unless "dr"."""
+    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
+    loss, scale, df, dh = compute_propensity_loss(
+        logits, labels, observed, propensity, imputed_logits, options, True
+    )
+    return loss, scale, df, dh if dh is not None else logits.new_empty((0,))
+
+
+@propensity_loss_fused_op.register_fake
+def _(logits, labels, observed, propensity, imputed_logits, base, estimator, rho10, rho01, p_min, reduction,
+      nonnegative):
+    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
+    _check_fake(logits, imputed_logits, options)
+    dh = torch.empty_like(logits) if estimator == "dr" else logits.new_empty((0,))
+    return logits.new_empty(_loss_shape(logits, reduction)), logits.new_empty(()), torch.empty_like(logits), dh
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    logits, imputed_logits, reduction = inputs[0], inputs[4], inputs[10]
+    _, scale, df, dh = output
+    ctx.save_for_backward(scale, df, dh)
+    ctx.per_row = reduction == "none"
+    ctx.pairwise = logits.dim() == 2
+    ctx.has_imputed = imputed_logits is not None
+    ctx.mark_non_differentiable(scale, df, dh)
+
+
+def _backward(ctx, grad_loss, _grad_scale, _grad_df, _grad_dh):
+    scale, df, dh = ctx.saved_tensors
+    if ctx.per_row:  # d (sum_i g_i r_i) / d f_i = g_i dr_i/df_i
+        factor = grad_loss[:, None] if ctx.pairwise else grad_loss
+    else:
+        factor = grad_loss * scale
+    grad_logits = df * factor
+    grad_imputed = dh * factor if ctx.has_imputed else None
+    return grad_logits, None, None, None, grad_imputed, None, None, None, None, None, None, None
+
+
+propensity_loss_fused_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _data(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return x.detach() if x is not None else None
+
+
+def propensity_loss_torch(logits, labels, observed, propensity, imputed_logits, options: PropensityOptions,
+                          return_grad: bool):
+    """Dispatches a torch call: the fused op when a gradient is needed (autograd or
+    return_grad), the forward-only op otherwise.  Returns (loss, grad_logits, grad_imputed),
+    the gradients None unless return_grad."""
+    args = (labels, observed, propensity)
+    data = tuple(_data(x) for x in args)
+    if return_grad:
+        loss, scale, df, dh = propensity_loss_fused_op(
+            logits.detach(), *data, _data(imputed_logits), *options.as_tuple()
+        )
+        if options.reduction != "none":
+            df, dh = df * scale, dh * scale
+        return loss, df, (dh if imputed_logits is not None else None)
+    needs_grad = torch.is_grad_enabled() and (
+        logits.requires_grad or (imputed_logits is not None and imputed_logits.requires_grad)
+    )
+    if needs_grad:
+        return propensity_loss_fused_op(logits, *data, imputed_logits, *options.as_tuple())[0], None, None
+    return propensity_loss_op(logits, *data, imputed_logits, *options.as_tuple()), None, None
