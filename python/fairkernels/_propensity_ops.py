@@ -8,7 +8,10 @@ Two ops share one kernel:
   derivatives by the incoming gradient, so forward + backward read every input once.
 
 Both have fake (meta) implementations, so ``torch.compile(fullgraph=True)`` traces through
-them.  Gradients flow to the logits and the imputation logits; labels, observed flags and
+them.  In eager mode the same kernel and the same backward formula run through a plain
+torch.autograd.Function instead: the custom-op machinery costs ~0.3 ms per call, which
+dominates at the small batch sizes of reward-model training (measured: 0.43 ms vs ~0.1 ms for
+forward + backward on 512 rows).  Gradients flow to the logits and the imputation logits; labels, observed flags and
 propensities are data (no gradient).  Only first-order gradients are supported.
 """
 
@@ -102,18 +105,42 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.mark_non_differentiable(scale, df, dh)
 
 
-def _backward(ctx, grad_loss, _grad_scale, _grad_df, _grad_dh):
+def _scaled_gradients(ctx, grad_loss):
+    """d loss / d logits and d loss / d imputed from the saved per-row derivatives."""
     scale, df, dh = ctx.saved_tensors
     if ctx.per_row:  # d (sum_i g_i r_i) / d f_i = g_i dr_i/df_i
         factor = grad_loss[:, None] if ctx.pairwise else grad_loss
     else:
         factor = grad_loss * scale
-    grad_logits = df * factor
-    grad_imputed = dh * factor if ctx.has_imputed else None
+    return df * factor, (dh * factor if ctx.has_imputed else None)
+
+
+def _backward(ctx, grad_loss, _grad_scale, _grad_df, _grad_dh):
+    grad_logits, grad_imputed = _scaled_gradients(ctx, grad_loss)
     return grad_logits, None, None, None, grad_imputed, None, None, None, None, None, None, None
 
 
 propensity_loss_fused_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerFused(torch.autograd.Function):
+    """Eager-mode twin of propensity_loss_fused: same kernel call, same backward."""
+
+    @staticmethod
+    def forward(ctx, logits, imputed_logits, labels, observed, propensity, options):
+        loss, scale, df, dh = compute_propensity_loss(
+            logits, labels, observed, propensity, imputed_logits, options, True
+        )
+        ctx.save_for_backward(scale, df, dh)
+        ctx.per_row = options.reduction == "none"
+        ctx.pairwise = logits.dim() == 2
+        ctx.has_imputed = imputed_logits is not None
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_logits, grad_imputed = _scaled_gradients(ctx, grad_loss)
+        return grad_logits, grad_imputed, None, None, None, None
 
 
 def _data(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -137,6 +164,11 @@ def propensity_loss_torch(logits, labels, observed, propensity, imputed_logits, 
     needs_grad = torch.is_grad_enabled() and (
         logits.requires_grad or (imputed_logits is not None and imputed_logits.requires_grad)
     )
+    if torch.compiler.is_compiling():
+        if needs_grad:
+            return propensity_loss_fused_op(logits, *data, imputed_logits, *options.as_tuple())[0], None, None
+        return propensity_loss_op(logits, *data, imputed_logits, *options.as_tuple()), None, None
     if needs_grad:
-        return propensity_loss_fused_op(logits, *data, imputed_logits, *options.as_tuple())[0], None, None
-    return propensity_loss_op(logits, *data, imputed_logits, *options.as_tuple()), None, None
+        return _EagerFused.apply(logits, imputed_logits, *data, options), None, None
+    loss = compute_propensity_loss(logits.detach(), *data, _data(imputed_logits), options, False)[0]
+    return loss, None, None
