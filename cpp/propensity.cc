@@ -26,35 +26,6 @@ void write_scalar(void* out, DType dtype, double value) {
 }
 }  // namespace
 
-const char* propensity_invalid_message(int flags) {
-  if (flags & kBadLogits) return "logits must be finite (found NaN or inf)";
-  if (flags & kBadImputed) return "imputed_logits must be finite (found NaN or inf)";
-  if (flags & kBadLabels) return "labels must lie in [0, 1] (found a value outside, or NaN)";
-  if (flags & kBadObserved) return "observed must be 0 or 1 (found another value, or NaN)";
-  if (flags & kBadPropensity) return "propensity must lie in (0, 1] (found a value outside, or NaN)";
-  return "";
-}
-
-void check_propensity_options(const PropensityOptions& opt, const PropensityArrays& a) {
-  require(opt.n_rows >= 0, "negative number of rows");
-  require(opt.rho10 >= 0.0 && opt.rho10 < 1.0, "rho10 must lie in [0, 1)");
-  require(opt.rho01 >= 0.0 && opt.rho01 < 1.0, "rho01 must lie in [0, 1)");
-  require(1.0 - opt.rho10 - opt.rho01 > 0.0, "rho10 + rho01 must be < 1 (1 - rho10 - rho01 > 0)");
-  require(opt.p_min >= 0.0 && opt.p_min <= 1.0, "p_min must lie in [0, 1]");
-  const int e = static_cast<int>(opt.estimator), r = static_cast<int>(opt.reduction);
-  require(e >= 0 && e <= 3, "unknown estimator code");
-  require(r >= 0 && r <= 2, "unknown reduction code");
-  const bool rows = opt.n_rows > 0;
-  require(!rows || (a.logits && a.labels && a.observed && a.loss), "logits, labels, observed and the loss are required");
-  require(!rows || opt.estimator == Estimator::kNaive || a.propensity, "propensity is required by ips, snips and dr");
-  require(!rows || opt.estimator != Estimator::kDr || a.imputed, "imputed_logits are required by dr");
-  require(!opt.want_grad || a.grad_scale, "grad_scale output missing");
-  require(!rows || !opt.want_grad || a.grad_logits, "grad_logits output missing");
-  require(!rows || !opt.want_grad || opt.estimator != Estimator::kDr || a.grad_imputed, "grad_imputed output missing");
-  const bool byte_obs = a.observed_dtype == DType::kBool || a.observed_dtype == DType::kUInt8;
-  require(byte_obs || a.observed_dtype == a.dtype, "observed must be bool/uint8 or have the dtype of logits");
-}
-
 namespace cpu_avx2 {
 // Defined in propensity_avx2.cc; false where that build is not available.
 bool propensity_chunks_avx2(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums);
