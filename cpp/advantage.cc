@@ -15,6 +15,10 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "grouping.h"
 
 namespace fk {
@@ -34,6 +38,20 @@ inline Acc mask_weight(MaskT m) {
   }
 }
 
+#if defined(__SSE2__)
+// 16 mask bytes -> four 4-lane masks (all ones where the byte is non-zero).
+inline void byte_masks(const uint8_t* mask, __m128i out[4]) {
+  const __m128i zero = _mm_setzero_si128();
+  const __m128i set = _mm_xor_si128(_mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(mask)), zero),
+                                    _mm_set1_epi8(-1));
+  const __m128i low = _mm_unpacklo_epi8(set, set), high = _mm_unpackhi_epi8(set, set);
+  out[0] = _mm_unpacklo_epi16(low, low);
+  out[1] = _mm_unpackhi_epi16(low, low);
+  out[2] = _mm_unpacklo_epi16(high, high);
+  out[3] = _mm_unpackhi_epi16(high, high);
+}
+#endif
+
 // Masked sum of log-probs and of mask weights over one row.  Positions with a zero mask are
 // never multiplied (padding may hold -inf or NaN).  Sixteen independent lanes in a fixed order
 // let the compiler vectorise while keeping the result independent of threads and machines.
@@ -44,6 +62,28 @@ double row_likelihood(const LogpT* logp, const MaskT* mask, int64_t n_tokens, bo
   Acc sum[kLanes] = {};
   Acc weight[kLanes] = {};
   int64_t t = 0;
+#if defined(__SSE2__)
+  if constexpr (std::is_same_v<LogpT, float> && std::is_same_v<MaskT, uint8_t>) {
+    // The common case (float32 log-probs, bool mask) by hand: the same 16 lanes, the same
+    // order, so bit-identical to the loop below, at memory speed.
+    __m128 acc[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
+    __m128i count[4] = {_mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128(), _mm_setzero_si128()};
+    for (; t + kLanes <= n_tokens; t += kLanes) {
+      __m128i on[4];
+      byte_masks(mask + t, on);
+      for (int q = 0; q < 4; ++q) {
+        acc[q] = _mm_add_ps(acc[q], _mm_and_ps(_mm_castsi128_ps(on[q]), _mm_loadu_ps(logp + t + 4 * q)));
+        count[q] = _mm_sub_epi32(count[q], on[q]);
+      }
+    }
+    for (int q = 0; q < 4; ++q) {
+      _mm_storeu_ps(sum + 4 * q, acc[q]);
+      alignas(16) int32_t c[4];
+      _mm_store_si128(reinterpret_cast<__m128i*>(c), count[q]);
+      for (int k = 0; k < 4; ++k) weight[4 * q + k] = static_cast<Acc>(c[k]);
+    }
+  }
+#endif
   for (; t + kLanes <= n_tokens; t += kLanes) {
     for (int k = 0; k < kLanes; ++k) {
       const Acc w = mask_weight<MaskT, Acc>(mask[t + k]);
@@ -72,43 +112,137 @@ double row_likelihood(const LogpT* logp, const MaskT* mask, int64_t n_tokens, bo
 template <typename Real, typename MaskT>
 inline void broadcast_row(Real advantage, const MaskT* mask, Real* out, int64_t n_tokens) {
   if constexpr (std::is_same_v<MaskT, uint8_t>) {
-    for (int64_t t = 0; t < n_tokens; ++t) out[t] = mask[t] ? advantage : Real(0);
+    int64_t t = 0;
+#if defined(__SSE2__)
+    if constexpr (std::is_same_v<Real, float>) {
+      // Streaming stores: the [N, T] result is far larger than the caches and is not read
+      // back here, so skipping the read-for-ownership of each line saves a third of the
+      // traffic.  The caller issues the fence (end_streaming_stores) before returning.
+      const __m128 value = _mm_set1_ps(advantage);
+      for (; t < n_tokens && (reinterpret_cast<uintptr_t>(out + t) & 15) != 0; ++t) out[t] = mask[t] ? advantage : Real(0);
+      for (; t + 16 <= n_tokens; t += 16) {
+        __m128i on[4];
+        byte_masks(mask + t, on);
+        for (int q = 0; q < 4; ++q) _mm_stream_ps(out + t + 4 * q, _mm_and_ps(_mm_castsi128_ps(on[q]), value));
+      }
+    }
+#endif
+    for (; t < n_tokens; ++t) out[t] = mask[t] ? advantage : Real(0);
   } else {
     for (int64_t t = 0; t < n_tokens; ++t) out[t] = advantage * mask[t];
   }
 }
 
-// ----------------------------------------------------------------------------------------
-// Ranks within one group: 0 = least likely.  Counting for small groups, sorting for large;
-// both give the same numbers ("first": ties broken by position, i.e. by row index).
+// Streaming stores are weakly ordered: fence them before the results are handed over.
+inline void end_streaming_stores() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
 
-void ranks_in_group(const std::vector<double>& likelihood, bool average, std::vector<double>& rank,
-                    std::vector<int64_t>& order) {
-  const int64_t m = static_cast<int64_t>(likelihood.size());
-  rank.resize(m);
-  if (m <= 64) {
+// ----------------------------------------------------------------------------------------
+// How many of a group's likelihoods are below, equal to, and equal-and-before position j.
+struct RankCounts {
+  int64_t less = 0, equal = 0, equal_before = 0;
+};
+
+inline RankCounts count_ranks_scalar(const double* key, int64_t m, int64_t j) {
+  RankCounts c;
+  for (int64_t k = 0; k < m; ++k) {
+    c.less += key[k] < key[j];
+    c.equal += key[k] == key[j];
+    c.equal_before += k < j && key[k] == key[j];
+  }
+  return c;
+}
+
+#if defined(__SSE2__)
+inline int32_t horizontal_sum(__m128i v) {
+  alignas(16) int32_t lanes[4];
+  _mm_store_si128(reinterpret_cast<__m128i*>(lanes), v);
+  return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+}
+
+// Four float32 keys at a time.  Only used when every key of the group is exactly a float32
+// (always so for float32 inputs), so the comparisons are exactly those of the doubles.
+// Branch-free: a sort's comparisons would mispredict on random likelihoods.
+inline RankCounts count_ranks_sse(const float* key, int64_t m, int64_t j) {
+  const __m128 pivot = _mm_set1_ps(key[j]);
+  __m128i less = _mm_setzero_si128(), equal = _mm_setzero_si128(), before = _mm_setzero_si128();
+  int64_t k = 0;
+  for (; k + 4 <= m; k += 4) {
+    const __m128 v = _mm_loadu_ps(key + k);
+    less = _mm_sub_epi32(less, _mm_castps_si128(_mm_cmplt_ps(v, pivot)));  // mask = -1 per hit
+    equal = _mm_sub_epi32(equal, _mm_castps_si128(_mm_cmpeq_ps(v, pivot)));
+  }
+  int64_t k_before = 0;
+  for (; k_before + 4 <= j; k_before += 4) {
+    before = _mm_sub_epi32(before, _mm_castps_si128(_mm_cmpeq_ps(_mm_loadu_ps(key + k_before), pivot)));
+  }
+  RankCounts c{horizontal_sum(less), horizontal_sum(equal), horizontal_sum(before)};
+  for (; k < m; ++k) {
+    c.less += key[k] < key[j];
+    c.equal += key[k] == key[j];
+  }
+  for (; k_before < j; ++k_before) c.equal_before += key[k_before] == key[j];
+  return c;
+}
+#endif
+
+// Ranks within one group: 0 = least likely.  A stable sort of (likelihood, position) pairs,
+// then one walk over runs of equal likelihoods: "first" keeps the sorted position (ties in
+// row order), "average" gives every member of a run the run's mean position.
+// `order` and `sorted_key` are scratch of at least m elements.
+void ranks_in_group(const double* likelihood, int64_t m, bool average, double* rank, int64_t* order,
+                    double* sorted_key) {
+  if (m <= 32) {
+    // Small groups (the usual GRPO case): counting, four keys at a time where exact.
+    bool exact_in_float = true;
+    float narrow[32];
+    for (int64_t k = 0; k < m; ++k) {
+      narrow[k] = static_cast<float>(likelihood[k]);
+      exact_in_float &= static_cast<double>(narrow[k]) == likelihood[k];
+    }
     for (int64_t j = 0; j < m; ++j) {
-      int64_t less = 0, equal_before = 0, equal = 0;
-      for (int64_t k = 0; k < m; ++k) {
-        less += likelihood[k] < likelihood[j];
-        equal += likelihood[k] == likelihood[j];
-        equal_before += k < j && likelihood[k] == likelihood[j];
-      }
-      rank[j] = average ? less + 0.5 * static_cast<double>(equal - 1) : static_cast<double>(less + equal_before);
+#if defined(__SSE2__)
+      const RankCounts c = exact_in_float ? count_ranks_sse(narrow, m, j) : count_ranks_scalar(likelihood, m, j);
+#else
+      const RankCounts c = count_ranks_scalar(likelihood, m, j);
+#endif
+      rank[j] = average ? static_cast<double>(c.less) + 0.5 * static_cast<double>(c.equal - 1)
+                        : static_cast<double>(c.less + c.equal_before);
     }
     return;
+  } else {
+    std::iota(order, order + m, 0);
+    std::stable_sort(order, order + m, [&](int64_t x, int64_t y) { return likelihood[x] < likelihood[y]; });
+    for (int64_t k = 0; k < m; ++k) sorted_key[k] = likelihood[order[k]];
   }
-  order.resize(m);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return likelihood[a] < likelihood[b]; });
   for (int64_t begin = 0; begin < m;) {
     int64_t end = begin + 1;
-    while (end < m && likelihood[order[end]] == likelihood[order[begin]]) ++end;
-    for (int64_t k = begin; k < end; ++k) {
-      rank[order[k]] = average ? 0.5 * static_cast<double>(begin + end - 1) : static_cast<double>(k);
-    }
+    while (end < m && sorted_key[end] == sorted_key[begin]) ++end;
+    const double run_mean = 0.5 * static_cast<double>(begin + end - 1);
+    for (int64_t k = begin; k < end; ++k) rank[order[k]] = average ? run_mean : static_cast<double>(k);
     begin = end;
   }
+}
+
+// Sum of x (or of squared deviations from `center`) over four interleaved lanes: a fixed
+// order (deterministic) that breaks the add latency chain of a plain loop.
+inline double lane_sum(const double* x, int64_t m, double center, bool squared = false) {
+  double lane[4] = {0.0, 0.0, 0.0, 0.0};
+  int64_t j = 0;
+  for (; j + 4 <= m; j += 4) {
+    for (int k = 0; k < 4; ++k) {
+      const double d = x[j + k] - center;
+      lane[k] += squared ? d * d : x[j + k];
+    }
+  }
+  for (int k = 0; j < m; ++j, ++k) {
+    const double d = x[j] - center;
+    lane[k] += squared ? d * d : x[j];
+  }
+  return (lane[0] + lane[1]) + (lane[2] + lane[3]);
 }
 
 // Moments of one group's reweighted rewards, kept for the batch-wide std.
@@ -165,22 +299,33 @@ class AdvantageKernel {
     parallel_chunks(n_groups, chunk, [&](int64_t, int64_t begin, int64_t end) {
       Scratch scratch;
       for (int64_t g = begin; g < end; ++g) process_group(g, scratch);
+      end_streaming_stores();
     });
     if (!batch_scale) return;
     const Moments batch = combine(moments_);
     const double divisor = std_from(batch.m2, batch.count, opt_.unbiased) + opt_.eps;
     parallel_chunks(opt_.n_rows, std::max<int64_t>(1, 65536 / cost_per_row), [&](int64_t, int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) write_row(row, centered_[row] / divisor);
+      end_streaming_stores();
     });
   }
 
  private:
+  // Per-thread buffers sized to the largest group seen so far.
   struct Scratch {
     std::vector<int64_t> rows;      // rows of the group that carry a reward
-    std::vector<double> reward;     // their (reweighted) rewards
+    std::vector<double> reward;     // their rewards, then reweighted rewards, then advantages
     std::vector<double> likelihood;
     std::vector<double> rank;
+    std::vector<double> sorted_key;
     std::vector<int64_t> order;
+
+    void fit(int64_t size) {
+      if (static_cast<int64_t>(rows.size()) >= size) return;
+      for (auto* v : {&reward, &likelihood, &rank, &sorted_key}) v->resize(size);
+      rows.resize(size);
+      order.resize(size);
+    }
   };
 
   double likelihood_of(int64_t row) const {
@@ -198,74 +343,84 @@ class AdvantageKernel {
     }
   }
 
-  // Rows without a reward, and every row of a group with nothing to compare, get 0.
-  void write_group_zero(int64_t g) const {
-    for (int64_t j = 0; j < grouping_.size(g); ++j) write_row(grouping_.row(g, j), 0.0);
-  }
-
-  void process_group(int64_t g, Scratch& s) {
+  // Gathers the group's rewarded rows (branch-free append) and writes 0 for the others.
+  int64_t gather_rewarded(int64_t g, Scratch& s) const {
     const int64_t size = grouping_.size(g);
-    s.rows.clear();
-    s.reward.clear();
+    int64_t* rows = s.rows.data();
+    double* reward = s.reward.data();
+    int64_t m = 0;
     for (int64_t j = 0; j < size; ++j) {
       const int64_t row = grouping_.row(g, j);
       const double r = static_cast<double>(rewards_[row]);
-      if (std::isnan(r)) {
-        if (opt_.scale != Scale::kBatch) write_row(row, 0.0);  // batch: centered_ is already 0
-        continue;
+      rows[m] = row;
+      reward[m] = r;
+      m += !std::isnan(r);
+    }
+    if (m < size) {
+      for (int64_t j = 0; j < size; ++j) {
+        const int64_t row = grouping_.row(g, j);
+        // Rows without a reward get 0 (with scale "batch", centered_ already holds 0).
+        if (std::isnan(static_cast<double>(rewards_[row])) && opt_.scale != Scale::kBatch) write_row(row, 0.0);
       }
-      s.rows.push_back(row);
-      s.reward.push_back(r);
     }
-    const int64_t m = static_cast<int64_t>(s.rows.size());
-    if (row_has_signal_ != nullptr) {
-      bool signal = false;
-      for (int64_t j = 1; j < m; ++j) signal |= s.reward[j] != s.reward[0];
-      for (int64_t j = 0; j < size; ++j) row_has_signal_[grouping_.row(g, j)] = signal;
-    }
-    if (m == 0) return;
-    const bool poisoned = opt_.uses_ranks() && reweight_by_rank(s);
+    return m;
+  }
 
-    double sum = 0.0;
-    for (double r : s.reward) sum += r;
+  void write_signal(int64_t g, const double* reward, int64_t m) const {
+    bool signal = false;
+    for (int64_t j = 1; j < m; ++j) signal |= reward[j] != reward[0];
+    for (int64_t j = 0; j < grouping_.size(g); ++j) row_has_signal_[grouping_.row(g, j)] = signal;
+  }
+
+  void process_group(int64_t g, Scratch& s) {
+    s.fit(grouping_.size(g));
+    const int64_t m = gather_rewarded(g, s);
+    double* x = s.reward.data();
+    if (row_has_signal_ != nullptr) write_signal(g, x, m);
+    if (m == 0) return;
+    const bool poisoned = opt_.uses_ranks() && reweight_by_rank(s, m);
+
+    const double sum = lane_sum(x, m, 0.0);
     const double mean = sum / static_cast<double>(m);
-    double m2 = 0.0;
-    for (double r : s.reward) m2 += (r - mean) * (r - mean);
+    const double m2 = lane_sum(x, m, mean, /*squared=*/true);
     // A poisoned group stays out of the batch std: its advantages are NaN anyway.
     if (opt_.scale == Scale::kBatch && !poisoned) moments_[g] = Moments{m, mean, m2};
 
     // Singletons: "zero" gives 0; "raw" (verl) takes baseline 0 and a group std of 1.
     const bool singleton = m == 1;
-    const double group_std = singleton ? 1.0 : std_from(m2, m, opt_.unbiased);
-    for (int64_t j = 0; j < m; ++j) {
-      double centered;
-      if (singleton) {
-        centered = opt_.singleton_raw ? s.reward[j] : 0.0;
-      } else if (opt_.baseline_loo) {
-        centered = s.reward[j] - (sum - s.reward[j]) / static_cast<double>(m - 1);
-      } else {
-        centered = s.reward[j] - mean;
-      }
-      if (poisoned) centered = kNaN;
-      switch (opt_.scale) {
-        case Scale::kBatch: centered_[s.rows[j]] = centered; break;
-        case Scale::kGroup: write_row(s.rows[j], centered / (group_std + opt_.eps)); break;
-        case Scale::kNone: write_row(s.rows[j], centered); break;
-      }
+    if (singleton) {
+      x[0] = opt_.singleton_raw ? x[0] : 0.0;
+    } else if (opt_.baseline_loo) {
+      const double others = static_cast<double>(m - 1);
+      for (int64_t j = 0; j < m; ++j) x[j] -= (sum - x[j]) / others;
+    } else {
+      for (int64_t j = 0; j < m; ++j) x[j] -= mean;
+    }
+    if (poisoned) std::fill(x, x + m, kNaN);
+    const int64_t* rows = s.rows.data();
+    if (opt_.scale == Scale::kBatch) {
+      for (int64_t j = 0; j < m; ++j) centered_[rows[j]] = x[j];
+      return;
+    }
+    const double divisor = opt_.scale == Scale::kGroup ? (singleton ? 1.0 : std_from(m2, m, opt_.unbiased)) + opt_.eps : 1.0;
+    const double inverse = 1.0 / divisor;  // one division per group, not per row
+    if (mask_ == nullptr) {
+      for (int64_t j = 0; j < m; ++j) out_[rows[j]] = static_cast<Real>(x[j] * inverse);
+    } else {
+      for (int64_t j = 0; j < m; ++j) write_row(rows[j], x[j] * inverse);
     }
   }
 
   // r' = r * (1 - beta * rank / m).  Returns true when a likelihood is NaN (group poisoned).
-  bool reweight_by_rank(Scratch& s) const {
-    const int64_t m = static_cast<int64_t>(s.rows.size());
-    s.likelihood.resize(m);
+  bool reweight_by_rank(Scratch& s, int64_t m) const {
+    double* likelihood = s.likelihood.data();
     bool any_nan = false;
     for (int64_t j = 0; j < m; ++j) {
-      s.likelihood[j] = likelihood_of(s.rows[j]);
-      any_nan |= std::isnan(s.likelihood[j]);
+      likelihood[j] = likelihood_of(s.rows[j]);
+      any_nan |= std::isnan(likelihood[j]);
     }
     if (any_nan) return true;
-    ranks_in_group(s.likelihood, opt_.ties_average, s.rank, s.order);
+    ranks_in_group(likelihood, m, opt_.ties_average, s.rank.data(), s.order.data(), s.sorted_key.data());
     for (int64_t j = 0; j < m; ++j) s.reward[j] *= 1.0 - opt_.beta_rank * s.rank[j] / static_cast<double>(m);
     return false;
   }
@@ -305,23 +460,6 @@ void dispatch_logp(const AdvantageArrays& a, const AdvantageOptions& opt, const 
 bool is_cpu_float(DType d) { return d == DType::kFloat32 || d == DType::kFloat64; }
 
 }  // namespace
-
-void check_advantage_options(const AdvantageOptions& opt, const AdvantageArrays& a) {
-  require(opt.n_rows >= 0, "rewards: negative length");
-  require(opt.group_size > 0 || a.group_ids != nullptr || opt.n_rows == 0,
-          "exactly one of group_size and group_ids must be given");
-  require(opt.group_size <= 0 || opt.n_rows % opt.group_size == 0,
-          "group_size must divide the number of rows");
-  require(std::isfinite(opt.beta_rank), "beta_rank must be finite");
-  require(std::isfinite(opt.eps) && opt.eps >= 0.0, "eps must be finite and >= 0");
-  require(opt.likelihood != Likelihood::kSequence || a.seq_logp != nullptr, "seq_logp is missing");
-  const bool token_likelihood = opt.likelihood == Likelihood::kTokenMean || opt.likelihood == Likelihood::kTokenSum;
-  require(!token_likelihood || (a.token_logp != nullptr && a.mask != nullptr), "token_logp needs a mask");
-  require(a.mask == nullptr || opt.n_tokens >= 0, "mask: negative number of tokens");
-  const bool byte_mask = a.mask_dtype == DType::kBool || a.mask_dtype == DType::kUInt8;
-  require(a.mask == nullptr || byte_mask || a.mask_dtype == a.out_dtype,
-          "mask must be bool/uint8 or have the dtype of rewards");
-}
 
 void group_advantages_cpu(const AdvantageArrays& a, const AdvantageOptions& opt) {
   check_advantage_options(opt, a);

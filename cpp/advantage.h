@@ -16,6 +16,7 @@
 // broken upstream log-prob is visible instead of silently mis-ranked.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "common.h"
@@ -61,7 +62,22 @@ struct AdvantageArrays {
 };
 
 // Validates the options that do not depend on array contents; throws std::invalid_argument.
-void check_advantage_options(const AdvantageOptions& opt, const AdvantageArrays& arrays);
+// Inline so that the CPU and the CUDA module share it without sharing an object file.
+inline void check_advantage_options(const AdvantageOptions& opt, const AdvantageArrays& a) {
+  require(opt.n_rows >= 0, "rewards: negative length");
+  require(opt.group_size > 0 || a.group_ids != nullptr || opt.n_rows == 0,
+          "exactly one of group_size and group_ids must be given");
+  require(opt.group_size <= 0 || opt.n_rows % opt.group_size == 0, "group_size must divide the number of rows");
+  require(std::isfinite(opt.beta_rank), "beta_rank must be finite");
+  require(std::isfinite(opt.eps) && opt.eps >= 0.0, "eps must be finite and >= 0");
+  require(opt.likelihood != Likelihood::kSequence || a.seq_logp != nullptr, "seq_logp is missing");
+  const bool token_likelihood = opt.likelihood == Likelihood::kTokenMean || opt.likelihood == Likelihood::kTokenSum;
+  require(!token_likelihood || (a.token_logp != nullptr && a.mask != nullptr), "token_logp needs a mask");
+  require(a.mask == nullptr || opt.n_tokens >= 0, "mask: negative number of tokens");
+  const bool byte_mask = a.mask_dtype == DType::kBool || a.mask_dtype == DType::kUInt8;
+  require(a.mask == nullptr || byte_mask || a.mask_dtype == a.out_dtype,
+          "mask must be bool/uint8 or have the dtype of rewards");
+}
 
 // CPU implementation (advantage.cc).  Multithreaded with OpenMP where built with it;
 // deterministic regardless of the thread count.

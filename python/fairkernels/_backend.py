@@ -14,7 +14,7 @@ class CudaUnavailableError(RuntimeError):
     """Raised when a call needs the CUDA kernels but they cannot run here."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cuda_module() -> tuple[ModuleType | None, str]:
     """The CUDA module and, when it is missing, why."""
     try:

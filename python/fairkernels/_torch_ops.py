@@ -82,18 +82,24 @@ def _(rewards, group_size, group_ids, seq_logp, token_logp, mask, likelihood, be
     return rewards.new_empty((rewards.shape[0],), dtype=torch.bool)
 
 
-def _detached(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+def _detached(x: Optional[torch.Tensor], name: str) -> Optional[torch.Tensor]:
     # Advantages are constants of the policy-gradient loss: ranks and statistics carry no
     # gradient, so log-probs that require grad are read without recording them.
-    return x.detach() if x is not None else None
+    if x is None:
+        return None
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} is a {type(x).__module__.split('.')[0]} array but rewards is a torch tensor: "
+                         "pass all arrays from one library and device")
+    return x.detach()
 
 
 def group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, options_tuple, out):
     """Calls the custom op; options_tuple = (likelihood, beta_rank, ties, baseline, scale,
     unbiased, eps, singleton), validated by the op itself (also under torch.compile)."""
     inputs = (
-        _detached(rewards), group_size, _detached(group_ids), _detached(seq_logp), _detached(token_logp),
-        _detached(mask), *options_tuple,
+        _detached(rewards, "rewards"), group_size, _detached(group_ids, "group_ids"),
+        _detached(seq_logp, "seq_logp"), _detached(token_logp, "token_logp"), _detached(mask, "mask"),
+        *options_tuple,
     )
     if out is None:
         return torch.ops.fairkernels.group_advantages(*inputs)

@@ -1,0 +1,66 @@
+"""Turns a pytest-benchmark JSON file into the ratio tables of bench/RESULTS.md.
+
+    python bench/report.py results.json
+
+Each benchmark carries extra_info (case, variant, impl, policy); ratios compare medians of the
+same run.  "x faster" = baseline median / fairkernels median; "of floor" = fairkernels median /
+copy-floor median (1.0 = as fast as copying the bytes the kernel must move).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+
+
+def load(path: str) -> tuple[dict, dict]:
+    with open(path) as handle:
+        report = json.load(handle)
+    medians: dict = defaultdict(dict)
+    for bench in report["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if "impl" not in info:
+            continue
+        key = (info.get("family", "advantage"), info["case"], info["variant"], info.get("policy", "fresh"))
+        medians[key][info["impl"]] = bench["stats"]["median"]
+    return medians, report.get("machine_info", {})
+
+
+def table(medians: dict, family: str) -> list[str]:
+    rows = []
+    keys = sorted(k for k in medians if k[0] == family and k[2] != "any")
+    baselines = sorted({impl for k in keys for impl in medians[k] if impl != "fairkernels"})
+    header = "| case | groups | result | fairkernels (ms) | " + " | ".join(baselines) + " | of floor |"
+    rows += [header, "|" + "---|" * (header.count("|") - 1)]
+    for key in keys:
+        entry = medians[key]
+        if "fairkernels" not in entry:
+            continue
+        ours = entry["fairkernels"]
+        cells = []
+        for impl in baselines:
+            cells.append(f"{entry[impl] * 1e3:.2f} ms ({entry[impl] / ours:.1f}x)" if impl in entry else "")
+        floor = medians.get((family, key[1], "any", key[3]), {}).get("copy_floor")
+        floor_cell = f"{ours / floor:.2f} (copy {floor * 1e3:.2f} ms)" if floor else ""
+        rows.append(
+            f"| {key[1]} | {key[2]} | {key[3]} | {ours * 1e3:.3f} | " + " | ".join(cells) + f" | {floor_cell} |"
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json_file")
+    parser.add_argument("--family", default="advantage")
+    args = parser.parse_args()
+    medians, machine = load(args.json_file)
+    print(
+        f"machine: {machine.get('node', '?')}, {machine.get('cpu', {}).get('brand_raw', '?')}, "
+        f"python {machine.get('python_version', '?')}"
+    )
+    print("\n".join(table(medians, args.family)))
+
+
+if __name__ == "__main__":
+    main()

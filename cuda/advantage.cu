@@ -1,0 +1,466 @@
+// CUDA implementation of the group-relative advantage contract (../cpp/advantage.h).
+//
+// Pipeline on the caller's stream, no host synchronisation:
+//   1. ragged ids only: stable radix sort of (id, row) and segment heads -> group starts;
+//   2. token likelihoods only: one warp per row, masked mean/sum of the log-probs;
+//   3. one warp per group: ranks (counting, O(m^2 / 32) per group), reweighting, mean, std,
+//      advantages (or centred values awaiting the batch std) per row, signal flags;
+//   4. scale "batch" only: one block combines the per-group moments in a fixed tree order;
+//   5. output: the [N] advantages, or the masked broadcast to [N, T].
+// Reductions use fixed lane/tree orders (no atomics), so results are deterministic; they can
+// differ from the CPU's in the last bits because the summation order differs.
+#include <cub/cub.cuh>
+
+#include <cmath>
+#include <memory>
+
+#include "advantage.cuh"
+#include "common.cuh"
+
+namespace fk {
+namespace {
+
+using cuda::Accumulator;
+using cuda::check;
+using cuda::from_value;
+using cuda::StreamBuffer;
+using cuda::to_float;
+
+constexpr int kWarp = 32;
+constexpr unsigned kFullMask = 0xffffffffu;
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(kFullMask, v, offset);
+  return v;
+}
+__device__ __forceinline__ double warp_max(double v) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) v = fmax(v, __shfl_xor_sync(kFullMask, v, offset));
+  return v;
+}
+__device__ __forceinline__ double warp_min(double v) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) v = fmin(v, __shfl_xor_sync(kFullMask, v, offset));
+  return v;
+}
+
+template <typename T>
+__device__ __forceinline__ double as_double(T x) {
+  return static_cast<double>(to_float(x));
+}
+template <>
+__device__ __forceinline__ double as_double<double>(double x) {
+  return x;
+}
+
+template <typename MaskT, typename Acc>
+__device__ __forceinline__ Acc mask_weight(MaskT m) {
+  return static_cast<Acc>(to_float(m));
+}
+template <>
+__device__ __forceinline__ double mask_weight<double, double>(double m) {
+  return m;
+}
+template <>
+__device__ __forceinline__ float mask_weight<uint8_t, float>(uint8_t m) {
+  return m ? 1.0f : 0.0f;
+}
+template <>
+__device__ __forceinline__ double mask_weight<uint8_t, double>(uint8_t m) {
+  return m ? 1.0 : 0.0;
+}
+
+// Where the rows of group g are: implicit fixed-size groups or the sorted CSR.
+struct DeviceGroups {
+  int64_t fixed_size;          // > 0: fixed groups
+  int64_t fixed_count;
+  const int64_t* start;        // ragged: [n_groups + 1]
+  const int64_t* rows;         // ragged: rows sorted by id, stable
+  const int64_t* count;        // ragged: n_groups, on the device
+
+  __device__ int64_t n_groups() const { return fixed_size ? fixed_count : *count; }
+  __device__ int64_t size(int64_t g) const { return fixed_size ? fixed_size : start[g + 1] - start[g]; }
+  __device__ int64_t row(int64_t g, int64_t j) const { return fixed_size ? g * fixed_size + j : rows[start[g] + j]; }
+};
+
+// ---- 1. grouping of ragged ids -------------------------------------------------------------
+
+__global__ void iota_kernel(int64_t* rows, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) rows[i] = i;
+}
+
+__global__ void head_flags_kernel(const int64_t* sorted_ids, int64_t* flags, int64_t n) {
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
+    flags[k] = (k == 0 || sorted_ids[k] != sorted_ids[k - 1]) ? 1 : 0;
+  }
+}
+
+// segment[k] = 1-based group index of sorted position k (inclusive scan of the head flags).
+__global__ void group_starts_kernel(const int64_t* flags, const int64_t* segment, int64_t* start, int64_t* count, int64_t n) {
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
+    if (flags[k]) start[segment[k] - 1] = k;
+    if (k == n - 1) {
+      start[segment[k]] = n;
+      *count = segment[k];
+    }
+  }
+}
+
+// ---- 2. token likelihoods --------------------------------------------------------------------
+
+template <typename LogpT, typename MaskT>
+__global__ void row_likelihood_kernel(const LogpT* logp, const MaskT* mask, double* likelihood, int64_t n_rows,
+                                      int64_t n_tokens, int64_t logp_stride, int64_t mask_stride, bool mean) {
+  using Acc = typename Accumulator<LogpT>::type;
+  const int lane = threadIdx.x % kWarp;
+  const int64_t warps = int64_t(gridDim.x) * blockDim.x / kWarp;
+  for (int64_t row = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / kWarp; row < n_rows; row += warps) {
+    const LogpT* lp = logp + row * logp_stride;
+    const MaskT* mk = mask + row * mask_stride;
+    Acc sum = 0, weight = 0;
+    for (int64_t t = lane; t < n_tokens; t += kWarp) {
+      const Acc w = mask_weight<MaskT, Acc>(mk[t]);
+      sum += w != Acc(0) ? w * static_cast<Acc>(as_double(lp[t])) : Acc(0);
+      weight += w;
+    }
+    sum = warp_sum(sum);
+    weight = warp_sum(weight);
+    if (lane == 0) {
+      likelihood[row] = !mean ? double(sum) : (weight != Acc(0) ? double(sum) / double(weight) : 0.0);
+    }
+  }
+}
+
+// ---- 3. one warp per group -------------------------------------------------------------------
+
+struct GroupParams {
+  DeviceGroups groups;
+  const double* likelihood;  // token likelihoods, or nullptr
+  bool ranks;
+  double beta_rank;
+  bool ties_average;
+  bool baseline_loo;
+  int scale;                 // Scale
+  bool unbiased;
+  double eps;
+  bool singleton_raw;
+  double* reweighted;        // [N] scratch: r'
+  double* advantage;         // [N]: final A, or the centred value when scale == batch
+  bool* row_has_signal;      // optional
+  double* moments;           // scale == batch: [3 * n_groups] count, mean, m2
+};
+
+template <typename Real>
+__device__ double likelihood_of(const GroupParams& p, const Real* seq_logp, int64_t row) {
+  return p.likelihood != nullptr ? p.likelihood[row] : as_double(seq_logp[row]);
+}
+
+__device__ __forceinline__ bool is_nan(double x) { return x != x; }
+
+template <typename Real>
+__global__ void group_kernel(const Real* rewards, const Real* seq_logp, GroupParams p) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t warps = int64_t(gridDim.x) * blockDim.x / kWarp;
+  const int64_t n_groups = p.groups.n_groups();
+  for (int64_t g = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / kWarp; g < n_groups; g += warps) {
+    const int64_t size = p.groups.size(g);
+    // Pass 1: rewarded rows, their range (signal), NaN likelihoods (poison).
+    double count = 0, lo = INFINITY, hi = -INFINITY, nan_likelihood = 0;
+    for (int64_t j = lane; j < size; j += kWarp) {
+      const int64_t row = p.groups.row(g, j);
+      const double r = as_double(rewards[row]);
+      if (is_nan(r)) {
+        p.advantage[row] = 0.0;
+        continue;
+      }
+      count += 1;
+      lo = fmin(lo, r);
+      hi = fmax(hi, r);
+      if (p.ranks && is_nan(likelihood_of(p, seq_logp, row))) nan_likelihood = 1;
+    }
+    count = warp_sum(count);
+    lo = warp_min(lo);
+    hi = warp_max(hi);
+    const bool poisoned = warp_sum(nan_likelihood) > 0;
+    const int64_t m = static_cast<int64_t>(count);
+    if (p.row_has_signal != nullptr) {
+      for (int64_t j = lane; j < size; j += kWarp) p.row_has_signal[p.groups.row(g, j)] = m >= 2 && lo != hi;
+    }
+    if (p.scale == int(Scale::kBatch) && lane == 0) {
+      p.moments[3 * g] = 0.0;  // filled below for groups that enter the batch std
+    }
+    if (m == 0) continue;
+
+    // Pass 2: ranks among rewarded rows (row order breaks "first" ties), reweighting, sum.
+    double sum = 0;
+    for (int64_t j = lane; j < size; j += kWarp) {
+      const int64_t row = p.groups.row(g, j);
+      double r = as_double(rewards[row]);
+      if (is_nan(r)) continue;
+      if (p.ranks && !poisoned) {
+        const double lj = likelihood_of(p, seq_logp, row);
+        int64_t less = 0, equal = 0, equal_before = 0;
+        for (int64_t k = 0; k < size; ++k) {
+          const int64_t other = p.groups.row(g, k);
+          if (is_nan(as_double(rewards[other]))) continue;
+          const double lk = likelihood_of(p, seq_logp, other);
+          less += lk < lj;
+          equal += lk == lj;
+          equal_before += k < j && lk == lj;
+        }
+        const double rank = p.ties_average ? less + 0.5 * double(equal - 1) : double(less + equal_before);
+        r *= 1.0 - p.beta_rank * rank / double(m);
+      }
+      p.reweighted[row] = r;
+      sum += r;
+    }
+    sum = warp_sum(sum);
+    const double mean = sum / double(m);
+    double m2 = 0;
+    for (int64_t j = lane; j < size; j += kWarp) {
+      const int64_t row = p.groups.row(g, j);
+      if (is_nan(as_double(rewards[row]))) continue;
+      const double d = p.reweighted[row] - mean;
+      m2 += d * d;
+    }
+    m2 = warp_sum(m2);
+    if (p.scale == int(Scale::kBatch) && lane == 0 && !poisoned) {
+      p.moments[3 * g] = double(m);
+      p.moments[3 * g + 1] = mean;
+      p.moments[3 * g + 2] = m2;
+    }
+
+    // Pass 3: advantages.  Singletons: "zero", or "raw" = baseline 0 and group std 1.
+    const bool singleton = m == 1;
+    const int64_t dof = p.unbiased ? m - 1 : m;
+    const double group_std = singleton ? 1.0 : (dof > 0 ? sqrt(m2 / double(dof)) : 0.0);
+    for (int64_t j = lane; j < size; j += kWarp) {
+      const int64_t row = p.groups.row(g, j);
+      if (is_nan(as_double(rewards[row]))) continue;
+      const double r = p.reweighted[row];
+      double centered = singleton ? (p.singleton_raw ? r : 0.0)
+                                  : (p.baseline_loo ? r - (sum - r) / double(m - 1) : r - mean);
+      if (poisoned) centered = NAN;
+      p.advantage[row] = p.scale == int(Scale::kGroup) ? centered / (group_std + p.eps) : centered;
+    }
+  }
+}
+
+// ---- 4. batch std: per-group moments combined in a fixed tree order --------------------------
+
+struct Moments {
+  double count, mean, m2;
+};
+
+__device__ Moments combine(Moments a, Moments b) {
+  if (b.count == 0) return a;
+  if (a.count == 0) return b;
+  const double n = a.count + b.count;
+  const double delta = b.mean - a.mean;
+  return {n, a.mean + delta * b.count / n, a.m2 + b.m2 + delta * delta * a.count * b.count / n};
+}
+
+constexpr int kReduceThreads = 1024;
+
+__global__ void batch_divisor_kernel(const double* moments, DeviceGroups groups, bool unbiased, double eps, double* divisor) {
+  __shared__ Moments partial[kReduceThreads];
+  Moments acc{0, 0, 0};
+  const int64_t n_groups = groups.n_groups();
+  for (int64_t g = threadIdx.x; g < n_groups; g += blockDim.x) {
+    acc = combine(acc, Moments{moments[3 * g], moments[3 * g + 1], moments[3 * g + 2]});
+  }
+  partial[threadIdx.x] = acc;
+  __syncthreads();
+  for (int width = blockDim.x / 2; width > 0; width /= 2) {
+    if (threadIdx.x < width) partial[threadIdx.x] = combine(partial[threadIdx.x], partial[threadIdx.x + width]);
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    const Moments total = partial[0];
+    const double dof = unbiased ? total.count - 1 : total.count;
+    *divisor = (dof > 0 ? sqrt(total.m2 / dof) : 0.0) + eps;  // fewer than two values: std 0
+  }
+}
+
+// ---- 5. output -----------------------------------------------------------------------------
+
+template <typename Real>
+__global__ void write_rows_kernel(const double* advantage, const double* divisor, Real* out, int64_t n_rows) {
+  for (int64_t row = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; row < n_rows; row += int64_t(gridDim.x) * blockDim.x) {
+    const double a = divisor != nullptr ? advantage[row] / *divisor : advantage[row];
+    out[row] = from_value<Real>(a);
+  }
+}
+
+// One block per row (grid-stride), threads along the tokens: coalesced mask reads and writes.
+template <typename Real, typename MaskT>
+__global__ void broadcast_kernel(const double* advantage, const double* divisor, const MaskT* mask, Real* out,
+                                 int64_t n_rows, int64_t n_tokens, int64_t mask_stride, int64_t out_stride) {
+  using Acc = typename Accumulator<Real>::type;
+  for (int64_t row = blockIdx.x; row < n_rows; row += gridDim.x) {
+    const double a64 = divisor != nullptr ? advantage[row] / *divisor : advantage[row];
+    const Acc a = static_cast<Acc>(a64);
+    const MaskT* mk = mask + row * mask_stride;
+    Real* o = out + row * out_stride;
+    for (int64_t t = threadIdx.x; t < n_tokens; t += blockDim.x) {
+      const Acc w = mask_weight<MaskT, Acc>(mk[t]);
+      o[t] = from_value<Real>(w != Acc(0) ? a * w : Acc(0));
+    }
+  }
+}
+
+// ---- host side ---------------------------------------------------------------------------------
+
+constexpr int kThreads = 256;
+
+template <typename Real, typename LogpT>
+void launch_row_likelihood_for_mask(const AdvantageArrays& a, const AdvantageOptions& opt, double* likelihood, cudaStream_t s) {
+  const int blocks = cuda::blocks_for(opt.n_rows * kWarp, kThreads);
+  const bool mean = opt.likelihood == Likelihood::kTokenMean;
+  const auto* logp = static_cast<const LogpT*>(a.token_logp);
+  if (a.mask_dtype == DType::kBool || a.mask_dtype == DType::kUInt8) {
+    row_likelihood_kernel<<<blocks, kThreads, 0, s>>>(logp, static_cast<const uint8_t*>(a.mask), likelihood, opt.n_rows,
+                                                     opt.n_tokens, opt.logp_row_stride, opt.mask_row_stride, mean);
+  } else {
+    row_likelihood_kernel<<<blocks, kThreads, 0, s>>>(logp, static_cast<const Real*>(a.mask), likelihood, opt.n_rows,
+                                                     opt.n_tokens, opt.logp_row_stride, opt.mask_row_stride, mean);
+  }
+}
+
+template <typename Real>
+void launch_row_likelihood(const AdvantageArrays& a, const AdvantageOptions& opt, double* likelihood, cudaStream_t s) {
+  switch (a.logp_dtype) {
+    case DType::kFloat16: return launch_row_likelihood_for_mask<Real, __half>(a, opt, likelihood, s);
+    case DType::kBFloat16: return launch_row_likelihood_for_mask<Real, __nv_bfloat16>(a, opt, likelihood, s);
+    case DType::kFloat64: return launch_row_likelihood_for_mask<Real, double>(a, opt, likelihood, s);
+    default: return launch_row_likelihood_for_mask<Real, float>(a, opt, likelihood, s);
+  }
+}
+
+template <typename Real>
+void launch_output(const AdvantageArrays& a, const AdvantageOptions& opt, const double* advantage, const double* divisor,
+                   cudaStream_t s) {
+  Real* out = static_cast<Real*>(a.out);
+  if (a.mask == nullptr) {
+    write_rows_kernel<<<cuda::blocks_for(opt.n_rows, kThreads), kThreads, 0, s>>>(advantage, divisor, out, opt.n_rows);
+    return;
+  }
+  const int blocks = static_cast<int>(opt.n_rows < 1 << 20 ? (opt.n_rows > 0 ? opt.n_rows : 1) : 1 << 20);
+  if (a.mask_dtype == DType::kBool || a.mask_dtype == DType::kUInt8) {
+    broadcast_kernel<<<blocks, kThreads, 0, s>>>(advantage, divisor, static_cast<const uint8_t*>(a.mask), out, opt.n_rows,
+                                                opt.n_tokens, opt.mask_row_stride, opt.out_row_stride);
+  } else {
+    broadcast_kernel<<<blocks, kThreads, 0, s>>>(advantage, divisor, static_cast<const Real*>(a.mask), out, opt.n_rows,
+                                                opt.n_tokens, opt.mask_row_stride, opt.out_row_stride);
+  }
+}
+
+// Scratch of one call; every buffer is released in stream order when the call returns.
+struct Workspace {
+  Workspace(int64_t n, cudaStream_t s)
+      : n_rows(n),
+        stream(s),
+        reweighted(sizeof(double) * n, s),
+        advantage(sizeof(double) * n, s) {}
+  int64_t n_rows;
+  cudaStream_t stream;
+  StreamBuffer reweighted;
+  StreamBuffer advantage;
+};
+
+// Stable radix sort of (id, row) pairs, then segment heads: CSR of the groups on the device.
+class RaggedGrouping {
+ public:
+  RaggedGrouping(const int64_t* ids, int64_t n, cudaStream_t s)
+      : bytes_(sizeof(int64_t) * static_cast<size_t>(n)),
+        sorted_ids_(bytes_, s),
+        rows_in_(bytes_, s),
+        sorted_rows_(bytes_, s),
+        flags_(bytes_, s),
+        segment_(bytes_, s),
+        start_(bytes_ + sizeof(int64_t), s),
+        count_(sizeof(int64_t), s) {
+    const int blocks = cuda::blocks_for(n, kThreads);
+    iota_kernel<<<blocks, kThreads, 0, s>>>(rows_in_.as<int64_t>(), n);
+    size_t sort_bytes = 0;
+    check(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, ids, sorted_ids_.as<int64_t>(), rows_in_.as<int64_t>(),
+                                          sorted_rows_.as<int64_t>(), n, 0, 64, s),
+          "cub sort (size)");
+    StreamBuffer sort_temp(sort_bytes, s);
+    check(cub::DeviceRadixSort::SortPairs(sort_temp.as<void>(), sort_bytes, ids, sorted_ids_.as<int64_t>(),
+                                          rows_in_.as<int64_t>(), sorted_rows_.as<int64_t>(), n, 0, 64, s),
+          "cub sort");
+    head_flags_kernel<<<blocks, kThreads, 0, s>>>(sorted_ids_.as<int64_t>(), flags_.as<int64_t>(), n);
+    size_t scan_bytes = 0;
+    check(cub::DeviceScan::InclusiveSum(nullptr, scan_bytes, flags_.as<int64_t>(), segment_.as<int64_t>(), n, s),
+          "cub scan (size)");
+    StreamBuffer scan_temp(scan_bytes, s);
+    check(cub::DeviceScan::InclusiveSum(scan_temp.as<void>(), scan_bytes, flags_.as<int64_t>(), segment_.as<int64_t>(), n, s),
+          "cub scan");
+    group_starts_kernel<<<blocks, kThreads, 0, s>>>(flags_.as<int64_t>(), segment_.as<int64_t>(), start_.as<int64_t>(),
+                                                   count_.as<int64_t>(), n);
+  }
+
+  DeviceGroups groups() const { return {0, 0, start_.as<int64_t>(), sorted_rows_.as<int64_t>(), count_.as<int64_t>()}; }
+
+ private:
+  size_t bytes_;
+  StreamBuffer sorted_ids_, rows_in_, sorted_rows_, flags_, segment_, start_, count_;
+};
+
+template <typename Real>
+void run(const AdvantageArrays& a, const AdvantageOptions& opt, cudaStream_t s) {
+  const int64_t n = opt.n_rows;
+  if (n == 0) return;
+  Workspace ws(n, s);
+  std::unique_ptr<RaggedGrouping> ragged;
+  DeviceGroups groups{opt.group_size, opt.group_size > 0 ? n / opt.group_size : 0, nullptr, nullptr, nullptr};
+  if (opt.group_size == 0) {
+    ragged.reset(new RaggedGrouping(a.group_ids, n, s));
+    groups = ragged->groups();
+  }
+  const bool token_likelihood = opt.uses_ranks() && opt.likelihood != Likelihood::kSequence;
+  StreamBuffer likelihood(token_likelihood ? sizeof(double) * n : 0, s);
+  if (token_likelihood) launch_row_likelihood<Real>(a, opt, likelihood.as<double>(), s);
+
+  const bool batch = opt.scale == Scale::kBatch;
+  const int64_t max_groups = opt.group_size > 0 ? n / opt.group_size : n;
+  StreamBuffer moments(batch ? sizeof(double) * 3 * max_groups : 0, s);
+  StreamBuffer divisor(batch ? sizeof(double) : 0, s);
+
+  GroupParams p{groups,
+                token_likelihood ? likelihood.as<double>() : nullptr,
+                opt.uses_ranks(),
+                opt.beta_rank,
+                opt.ties_average,
+                opt.baseline_loo,
+                static_cast<int>(opt.scale),
+                opt.unbiased,
+                opt.eps,
+                opt.singleton_raw,
+                ws.reweighted.as<double>(),
+                ws.advantage.as<double>(),
+                a.row_has_signal,
+                moments.as<double>()};
+  group_kernel<Real><<<cuda::blocks_for(max_groups * kWarp, kThreads), kThreads, 0, s>>>(
+      static_cast<const Real*>(a.rewards), static_cast<const Real*>(a.seq_logp), p);
+  if (batch) batch_divisor_kernel<<<1, kReduceThreads, 0, s>>>(moments.as<double>(), groups, opt.unbiased, opt.eps, divisor.as<double>());
+  launch_output<Real>(a, opt, ws.advantage.as<double>(), batch ? divisor.as<double>() : nullptr, s);
+  check(cudaGetLastError(), "group_advantages kernel launch");
+}
+
+}  // namespace
+
+void group_advantages_cuda(const AdvantageArrays& a, const AdvantageOptions& opt, int device, uintptr_t stream) {
+  check_advantage_options(opt, a);
+  cuda::DeviceGuard guard(device);
+  const cudaStream_t s = cuda::as_stream(stream);
+  switch (a.out_dtype) {
+    case DType::kFloat16: return run<__half>(a, opt, s);
+    case DType::kBFloat16: return run<__nv_bfloat16>(a, opt, s);
+    case DType::kFloat64: return run<double>(a, opt, s);
+    case DType::kFloat32: return run<float>(a, opt, s);
+    default: require(false, "rewards must be a float dtype");
+  }
+}
+
+}  // namespace fk

@@ -1,0 +1,154 @@
+"""Readable numpy reference of fairkernels.group_advantages: one Python loop over groups,
+float64 throughout.  Also small reimplementations of the three public references of the
+spec (TRL, verl's loop, the authors' rank code) in their own style."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def group_rows(n, group_size=None, group_ids=None):
+    if group_size is not None:
+        return [np.arange(g * group_size, (g + 1) * group_size) for g in range(n // group_size)]
+    ids = np.asarray(group_ids)
+    return [np.flatnonzero(ids == value) for value in np.unique(ids)]
+
+
+def masked_likelihood(token_logp, mask, kind):
+    logp = np.asarray(token_logp, dtype=np.float64)
+    weight = np.asarray(mask, dtype=np.float64)
+    total = np.where(weight != 0, weight * np.where(weight != 0, logp, 0.0), 0.0).sum(axis=1)
+    if kind == "sum":
+        return total
+    count = weight.sum(axis=1)
+    return np.divide(total, count, out=np.zeros_like(total), where=count != 0)
+
+
+def ranks(values, ties):
+    """0 = smallest.  "first": ties by position; "average": mean of the tied positions."""
+    order = np.argsort(values, kind="stable")
+    rank = np.empty(len(values))
+    rank[order] = np.arange(len(values))
+    if ties == "average":
+        for v in np.unique(values):
+            tied = values == v
+            rank[tied] = rank[tied].mean()
+    return rank
+
+
+def reference_group_advantages(
+    rewards,
+    group_size=None,
+    group_ids=None,
+    seq_logp=None,
+    token_logp=None,
+    mask=None,
+    likelihood="mean",
+    beta_rank=0.0,
+    ties="average",
+    baseline="mean",
+    scale="group",
+    unbiased=True,
+    eps=1e-6,
+    singleton="zero",
+):
+    r = np.asarray(rewards, dtype=np.float64)
+    n = len(r)
+    if beta_rank != 0:
+        lik = (
+            np.asarray(seq_logp, np.float64)
+            if seq_logp is not None
+            else masked_likelihood(token_logp, mask, likelihood)
+        )
+    ddof = 1 if unbiased else 0
+    centered = np.zeros(n)
+    divisor = np.ones(n)
+    reweighted_all = []
+    signal = np.zeros(n, dtype=bool)
+    for rows in group_rows(n, group_size, group_ids):
+        valid = rows[~np.isnan(r[rows])]
+        m = len(valid)
+        signal[rows] = m >= 2 and len(np.unique(r[valid])) > 1
+        if m == 0:
+            continue
+        x = r[valid].copy()
+        poisoned = False
+        if beta_rank != 0:
+            if np.isnan(lik[valid]).any():
+                poisoned = True
+            else:
+                x = x * (1 - beta_rank * ranks(lik[valid], ties) / m)
+        if not poisoned:
+            reweighted_all.append(x)
+        if m == 1:
+            centered[valid] = x if singleton == "raw" else 0.0
+            group_std = 1.0
+        else:
+            base = (x.sum() - x) / (m - 1) if baseline == "loo" else x.mean()
+            centered[valid] = x - base
+            group_std = x.std(ddof=ddof) if m > ddof else 0.0
+        if poisoned:
+            centered[valid] = np.nan
+        divisor[valid] = group_std + eps
+    if scale == "batch":
+        allx = np.concatenate(reweighted_all) if reweighted_all else np.zeros(0)
+        batch_std = allx.std(ddof=ddof) if len(allx) > ddof else 0.0
+        divisor[:] = batch_std + eps
+    adv = centered if scale == "none" else centered / divisor
+    if mask is not None:
+        adv = adv[:, None] * np.asarray(mask, dtype=np.float64)
+    return adv, signal
+
+
+# ---- the public references, in their own style --------------------------------------------
+
+
+def trl_advantages(rewards, group_size, scale="group", eps=1e-4):
+    """TRL GRPOTrainer: view(-1, G), mean, unbiased std, (r - mean) / (std + 1e-4)."""
+    import torch
+
+    r = torch.as_tensor(rewards, dtype=torch.float64)
+    grouped = r.view(-1, group_size)
+    mean = grouped.mean(dim=1).repeat_interleave(group_size)
+    advantages = r - mean
+    if scale == "group":
+        std = grouped.std(dim=1).repeat_interleave(group_size)
+    elif scale == "batch":
+        std = r.std().expand_as(r)
+    else:
+        return advantages.numpy()
+    return (advantages / (std + eps)).numpy()
+
+
+def verl_loop_advantages(scores, index, response_mask, eps=1e-6):
+    """verl compute_grpo_outcome_advantage: Python loop over uid groups."""
+    from collections import defaultdict
+
+    import torch
+
+    scores = torch.as_tensor(scores, dtype=torch.float64).clone()
+    id2score = defaultdict(list)
+    id2mean, id2std = {}, {}
+    for i in range(len(scores)):
+        id2score[index[i]].append(scores[i])
+    for idx in id2score:
+        if len(id2score[idx]) == 1:
+            id2mean[idx] = torch.tensor(0.0, dtype=torch.float64)
+            id2std[idx] = torch.tensor(1.0, dtype=torch.float64)
+        else:
+            values = torch.stack(id2score[idx])
+            id2mean[idx] = values.mean()
+            id2std[idx] = values.std()
+    for i in range(len(scores)):
+        scores[i] = (scores[i] - id2mean[index[i]]) / (id2std[index[i]] + eps)
+    return (scores.unsqueeze(-1) * torch.as_tensor(response_mask, dtype=torch.float64)).numpy()
+
+
+def authors_rank_scores(scores, mean_logp, group_size, beta):
+    """The authors' unlikeliness reweighting: rank = argsort(argsort(mean logp)) per group."""
+    s = np.asarray(scores, dtype=np.float64).copy()
+    for start in range(0, len(s), group_size):
+        block = slice(start, start + group_size)
+        rank = np.argsort(np.argsort(mean_logp[block]))
+        s[block] = s[block] * (1 - rank / group_size * beta)
+    return s
