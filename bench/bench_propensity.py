@@ -67,9 +67,29 @@ def copy_buffer(device: str = "cpu", n: int = N) -> torch.Tensor:
     return torch.empty(n * BYTES_PER_ROW // 2, dtype=torch.uint8, device=device)
 
 
+def tag(benchmark, impl: str, family: str = "propensity", variant: str = "float32") -> None:
+    """Tags read by bench/report.py (python bench/report.py out.json --family propensity)."""
+    benchmark.group = f"{family}-dr-noise-4M"
+    benchmark.extra_info.update(family=family, case="dr+noise N=4194304 fwd+bwd", variant=variant, impl=impl,
+                                policy="fresh")
+
+
+def synchronized(fn):
+    def run(*args):
+        fn(*args)
+        torch.cuda.synchronize()
+
+    return run
+
+
 @pytest.fixture(scope="module")
 def inputs():
     return make_inputs()
+
+
+@pytest.fixture(scope="module")
+def cuda_inputs():
+    return make_inputs("cuda")
 
 
 def test_same_loss(inputs):
@@ -77,16 +97,38 @@ def test_same_loss(inputs):
 
 
 def test_fused_forward_backward(benchmark, inputs):
+    tag(benchmark, "fairkernels")
     benchmark(fused_step, *inputs)
 
 
 def test_eager_torch_forward_backward(benchmark, inputs):
+    tag(benchmark, "torch_eager")
     benchmark(eager_step, *inputs)
 
 
 def test_copy_of_the_bytes(benchmark):
+    tag(benchmark, "copy_floor", variant="any")
     buffer = copy_buffer()
     benchmark(buffer.clone)
+
+
+@pytest.mark.cuda
+def test_cuda_fused_forward_backward(benchmark, cuda_inputs):
+    tag(benchmark, "fairkernels", "propensity-cuda")
+    benchmark(synchronized(fused_step), *cuda_inputs)
+
+
+@pytest.mark.cuda
+def test_cuda_eager_torch_forward_backward(benchmark, cuda_inputs):
+    tag(benchmark, "torch_eager", "propensity-cuda")
+    benchmark(synchronized(eager_step), *cuda_inputs)
+
+
+@pytest.mark.cuda
+def test_cuda_copy_of_the_bytes(benchmark):
+    tag(benchmark, "copy_floor", "propensity-cuda", variant="any")
+    buffer = copy_buffer("cuda")
+    benchmark(synchronized(buffer.clone))
 
 
 def _median_ms(fn, device: str, repeats: int) -> float:
