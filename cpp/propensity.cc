@@ -44,12 +44,12 @@ void propensity_loss_cpu(const PropensityArrays& a, const PropensityOptions& opt
   }
   require(total.invalid == 0, propensity_invalid_message(total.invalid));
   if (opt.reduction == Reduction::kNone) {
-    if (opt.want_grad) write_scalar(a.grad_scale, a.dtype, 1.0);
+    if (opt.want_grad) write_scalar(a.grad_scale, a.dtype, 1.0 / opt.grad_prescale);
     return;
   }
   const Reduced reduced = propensity_reduce(opt, total.term, total.norm);
   write_scalar(a.loss, a.dtype, reduced.loss);
-  if (opt.want_grad) write_scalar(a.grad_scale, a.dtype, reduced.grad_scale);
+  if (opt.want_grad) write_scalar(a.grad_scale, a.dtype, reduced.grad_scale / opt.grad_prescale);
 }
 
 }  // namespace fk

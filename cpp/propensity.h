@@ -17,8 +17,10 @@
 //   reduction               mean: sum r_i / Z (0 when Z = 0);  sum: sum r_i;  none: r_i per row
 //   nonnegative             mean/sum: max(0, loss), gradient 0 when it clamps; none: per row.
 // The kernel writes the loss and, on request, the per-row derivatives dr_i/df_i and dr_i/dh_i
-// (unscaled) plus grad_scale, the factor that turns them into d loss / d input: 1/Z for
-// "mean", 1 for "sum" and "none", and 0 when the non-negative clamp is active.
+// multiplied by grad_prescale (an option: callers pass 1/N where the "mean" normaliser is known
+// in advance, so that the common case needs no second pass), plus grad_scale, the factor that
+// turns the written values into d loss / d input: (1/Z for "mean", 1 for "sum" and "none",
+// 0 when the non-negative clamp is active) / grad_prescale.
 #pragma once
 
 #include <cstdint>
@@ -40,6 +42,7 @@ struct PropensityOptions {
   double p_min = 0.1;
   bool nonnegative = false;
   bool want_grad = false;
+  double grad_prescale = 1.0;  // multiplies the written derivatives (> 0)
 };
 
 // Contiguous arrays; optional inputs are nullptr.
@@ -92,6 +95,7 @@ inline void check_propensity_options(const PropensityOptions& opt, const Propens
   require(opt.rho01 >= 0.0 && opt.rho01 < 1.0, "rho01 must lie in [0, 1)");
   require(1.0 - opt.rho10 - opt.rho01 > 0.0, "rho10 + rho01 must be < 1 (1 - rho10 - rho01 > 0)");
   require(opt.p_min >= 0.0 && opt.p_min <= 1.0, "p_min must lie in [0, 1]");
+  require(opt.grad_prescale > 0.0, "grad_prescale must be positive");
   const int e = static_cast<int>(opt.estimator), r = static_cast<int>(opt.reduction);
   require(e >= 0 && e <= 3, "unknown estimator code");
   require(r >= 0 && r <= 2, "unknown reduction code");

@@ -33,6 +33,7 @@ inline std::pair<PropensityArrays, PropensityOptions> propensity_call_from_dict(
   o.p_min = get_arg<double>(args, "p_min");
   o.nonnegative = get_arg<bool>(args, "nonnegative");
   o.want_grad = get_arg<bool>(args, "want_grad");
+  o.grad_prescale = get_arg<double>(args, "grad_prescale");
   return {a, o};
 }
 

@@ -83,7 +83,7 @@ class PropensityKernel {
         dh_(static_cast<T*>(a.grad_imputed)) {
     const double d = 1.0 - opt.rho10 - opt.rho01;
     c_ = RowConstants<T>{static_cast<T>(opt.rho10), static_cast<T>(1.0 / d), static_cast<T>(1.0 - opt.rho01),
-                         static_cast<T>(opt.p_min)};
+                         static_cast<T>(opt.p_min), static_cast<T>(opt.grad_prescale)};
   }
 
   void run(ChunkSums* sums) const {
@@ -150,8 +150,8 @@ class PropensityKernel {
       const RowResult<T> r = propensity_row<E, T, MathFor<T>>(z, yk, static_cast<T>(o[k]), pk, hk, c_);
       const bool clamp = clamp_rows & (r.term < T(0));
       term[k] = clamp ? T(0) : r.term;
-      d_logit[k] = clamp ? T(0) : r.d_logit;
-      d_impute[k] = clamp ? T(0) : r.d_impute;
+      d_logit[k] = clamp ? T(0) : r.d_logit * c_.grad_prescale;
+      d_impute[k] = clamp ? T(0) : r.d_impute * c_.grad_prescale;
       norm[k] = r.norm;
     }
     s.term += lane_sum(term, m);

@@ -22,6 +22,7 @@ struct RowConstants {
   R inv_d;        // 1 / (1 - rho10 - rho01)
   R one_m_rho01;  // 1 - rho01
   R p_min;
+  R grad_prescale;  // multiplies the derivatives written by the kernel
 };
 
 template <typename R>

@@ -135,6 +135,8 @@ __global__ void __launch_bounds__(kThreads) propensity_rows(PropensityArrays a, 
     sum_norm += static_cast<Acc>(r.norm);
     if (per_row) loss[i] = from_value<T>(r.term);
     if (opt.want_grad) {
+      r.d_logit *= c.grad_prescale;
+      r.d_impute *= c.grad_prescale;
       if constexpr (Pair) {
         df[2 * i] = from_value<T>(r.d_logit);
         df[2 * i + 1] = from_value<T>(-r.d_logit);
@@ -201,12 +203,12 @@ __global__ void __launch_bounds__(kThreads) propensity_finish(PropensityOptions 
   if (threadIdx.x != 0) return;
   const bool bad = s_invalid[0] != 0;
   if (opt.reduction == Reduction::kNone) {
-    if (opt.want_grad) *grad_scale = from_value<T>(bad ? NAN : 1.0);
+    if (opt.want_grad) *grad_scale = from_value<T>(bad ? NAN : 1.0 / opt.grad_prescale);
     return;
   }
   const Reduced reduced = propensity_reduce(opt, s_term[0], s_norm[0]);
   *loss = from_value<T>(bad ? NAN : reduced.loss);
-  if (opt.want_grad) *grad_scale = from_value<T>(bad ? NAN : reduced.grad_scale);
+  if (opt.want_grad) *grad_scale = from_value<T>(bad ? NAN : reduced.grad_scale / opt.grad_prescale);
 }
 
 template <Estimator E, typename T, typename ObsT, bool Pair>
@@ -220,7 +222,7 @@ void launch(const PropensityArrays& a, const PropensityOptions& opt, cudaStream_
                          reinterpret_cast<int*>(scratch.as<Acc>() + 2 * blocks)};
   const double d = 1.0 - opt.rho10 - opt.rho01;
   const RowConstants<R> c{static_cast<R>(opt.rho10), static_cast<R>(1.0 / d), static_cast<R>(1.0 - opt.rho01),
-                          static_cast<R>(opt.p_min)};
+                          static_cast<R>(opt.p_min), static_cast<R>(opt.grad_prescale)};
   if (opt.n_rows > 0) {
     propensity_rows<E, T, ObsT, Pair><<<blocks, kThreads, 0, stream>>>(a, opt, c, partials);
     check(cudaGetLastError(), "propensity_rows launch");

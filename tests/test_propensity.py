@@ -397,6 +397,27 @@ def test_reduction_none_backward_with_weights():
     assert_close(f.grad.numpy(), grad * weights.numpy()[:, None], 1e-12, "weighted none backward")
 
 
+@pytest.mark.parametrize("estimator", ["ips", "snips"])
+def test_backward_twice_and_gradient_accumulation(estimator):
+    """The eager path hands its gradient buffers to the first backward; a second backward
+    through the same graph (retain_graph) recomputes them, and accumulation stays exact."""
+    from fairkernels.torch import CausalRMLoss
+
+    f, y, o, p, _ = _torch_inputs(300, "bce")
+    f.requires_grad_()
+    loss_fn = CausalRMLoss("bce", estimator, 0.1, 0.2)
+    loss = loss_fn(f, y, o, p)
+    loss.backward(retain_graph=True)
+    first = f.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(f.grad, 2 * first, rtol=0, atol=0)
+    (3.0 * loss_fn(f, y, o, p)).backward()
+    torch.testing.assert_close(f.grad, 5 * first, rtol=1e-15, atol=0)
+    _, ref_grad, _ = reference_loss(f.detach().numpy(), y.numpy(), o.numpy(), p.numpy(), estimator=estimator,
+                                    rho10=0.1, rho01=0.2)
+    assert_close(first.numpy(), ref_grad, 1e-12, "first backward")
+
+
 def test_torch_compile_fullgraph_training_step():
     from fairkernels.torch import CausalRMLoss
 

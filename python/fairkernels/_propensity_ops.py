@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from .propensity import PropensityOptions, compute_propensity_loss, logits_shape_ok
 
@@ -124,23 +125,46 @@ propensity_loss_fused_op.register_autograd(_backward, setup_context=_setup_conte
 
 
 class _EagerFused(torch.autograd.Function):
-    """Eager-mode twin of propensity_loss_fused: same kernel call, same backward."""
+    """Eager-mode twin of propensity_loss_fused: same kernel call, same gradient formula.
+
+    The gradient buffers written by the forward pass belong to this node alone, so the first
+    backward hands them over instead of allocating new ones: scaled in place, and not touched
+    at all when the factor is exactly 1 (the usual ``loss.backward()`` of ips / dr on the CPU).
+    A further backward through the same graph (``retain_graph=True``, gradcheck) re-runs the
+    kernel on the saved inputs.  Double backward is not supported (once_differentiable)."""
 
     @staticmethod
     def forward(ctx, logits, imputed_logits, labels, observed, propensity, options):
         loss, scale, df, dh = compute_propensity_loss(
             logits, labels, observed, propensity, imputed_logits, options, True
         )
-        ctx.save_for_backward(scale, df, dh)
+        ctx.buffers = (scale, df, dh)
+        ctx.save_for_backward(logits, imputed_logits, labels, observed, propensity)  # references only
+        ctx.options = options
         ctx.per_row = options.reduction == "none"
         ctx.pairwise = logits.dim() == 2
-        ctx.has_imputed = imputed_logits is not None
         return loss
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_loss):
-        grad_logits, grad_imputed = _scaled_gradients(ctx, grad_loss)
-        return grad_logits, grad_imputed, None, None, None, None
+        logits, imputed_logits, labels, observed, propensity = ctx.saved_tensors
+        if ctx.buffers is None:  # the first backward took the buffers: compute them again
+            ctx.buffers = compute_propensity_loss(
+                logits, labels, observed, propensity, imputed_logits, ctx.options, True
+            )[1:]
+        scale, df, dh = ctx.buffers
+        ctx.buffers = None
+        if ctx.per_row:
+            factor = grad_loss[:, None] if ctx.pairwise else grad_loss
+        else:
+            factor = grad_loss * scale
+        is_one = factor.dim() == 0 and not factor.is_cuda and factor.item() == 1.0
+        if not is_one:  # on CUDA, .item() would synchronise: always scale there
+            df.mul_(factor)
+            if dh is not None:
+                dh.mul_(factor)
+        return df, dh, None, None, None, None
 
 
 def _data(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

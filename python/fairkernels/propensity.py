@@ -162,13 +162,22 @@ def _row_vector(x: Any, name: str, f: ArrayView, n: int) -> ArrayView:
     return _arrays.contiguous(v)
 
 
+def _grad_prescale(options: PropensityOptions, n_rows: int) -> float:
+    """1/N for the "mean" of ips and dr (normaliser known in advance), else 1."""
+    if options.reduction == "mean" and options.estimator in ("ips", "dr") and n_rows > 0:
+        return 1.0 / n_rows
+    return 1.0
+
+
 def compute_propensity_loss(
     logits, labels, observed, propensity, imputed_logits, options: PropensityOptions, want_grad: bool
 ) -> tuple[Array, Optional[Array], Optional[Array], Optional[Array]]:
     """Validates, allocates and runs the kernel.  Returns (loss, grad_scale, grad_logits,
-    grad_imputed) with the per-row derivatives UNSCALED: d loss / d logits = grad_scale *
-    grad_logits (elementwise for reduction "none", where grad_scale is 1).  The gradients are
-    None unless want_grad; grad_imputed is None unless estimator "dr"."""
+    grad_imputed) where d loss / d logits = grad_scale * grad_logits (elementwise for
+    reduction "none", where grad_scale is 1).  Where the normaliser of "mean" is known before
+    the pass (ips and dr: N) the kernel already applies it and grad_scale is 1 (0 when the
+    non-negative clamp is active), so the common case needs no second pass over the gradients.
+    The gradients are None unless want_grad; grad_imputed is None unless estimator "dr"."""
     c = check_arrays(logits, labels, observed, propensity, imputed_logits, options)
     f = c.logits
     per_row = options.reduction == "none"
@@ -204,6 +213,7 @@ def compute_propensity_loss(
         "p_min": options.p_min,
         "nonnegative": options.nonnegative,
         "want_grad": want_grad,
+        "grad_prescale": _grad_prescale(options, c.n_rows),
         **cuda_call_arguments(f),
     }
     kernels_for(f).propensity_loss(args)

@@ -87,13 +87,14 @@ def plot(summary: list[dict], methods: list[str], metric: str, path: Path) -> No
     fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 4.5), squeeze=False)
     for ax, setting in zip(axes[0], settings):
         rows = [s for s in summary if (s["rho10"], s["rho01"], s["p_min"]) == setting]
-        for m in methods:
+        colours = plt.get_cmap("tab20")
+        for index, m in enumerate(methods):
             points = sorted((s["alpha"], s[metric], s[metric + "_se"]) for s in rows if s["method"] == m)
             if not points:
                 continue
             style = "--" if "fitted" in m else ("-." if m in ("oracle", "pos_only") else "-")
             ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
-                        label=m, linestyle=style, marker="o", markersize=3, capsize=2)
+                        label=m, linestyle=style, marker="o", markersize=3, capsize=2, color=colours(index % 20))
         ax.set_xscale("log")
         ax.set_xlabel("alpha (1 = unbiased observation)")
         ax.set_ylabel(metric.upper())
