@@ -122,6 +122,9 @@ class PropensityKernel {
     const T* p = p_ != nullptr ? p_ + begin : nullptr;
     T norm[kBlock];
     int bad_f = 0, bad_y = 0, bad_o = 0, bad_p = 0, bad_h = 0;
+    // Local copies: with the constants read through `this` GCC does not vectorise the loop.
+    const RowConstants<T> c = c_;
+    const T prescale = c_.grad_prescale;
     for (int64_t k = 0; k < m; ++k) {
       T z, hk = T(0), pk = T(1);
       if constexpr (Pair) {
@@ -147,11 +150,11 @@ class PropensityKernel {
         pk = p[k];
         bad_p += !(pk > T(0)) + !(pk <= T(1));
       }
-      const RowResult<T> r = propensity_row<E, T, MathFor<T>>(z, yk, static_cast<T>(o[k]), pk, hk, c_);
+      const RowResult<T> r = propensity_row<E, T, MathFor<T>>(z, yk, static_cast<T>(o[k]), pk, hk, c);
       const bool clamp = clamp_rows & (r.term < T(0));
       term[k] = clamp ? T(0) : r.term;
-      d_logit[k] = clamp ? T(0) : r.d_logit * c_.grad_prescale;
-      d_impute[k] = clamp ? T(0) : r.d_impute * c_.grad_prescale;
+      d_logit[k] = clamp ? T(0) : r.d_logit * prescale;
+      d_impute[k] = clamp ? T(0) : r.d_impute * prescale;
       norm[k] = r.norm;
     }
     s.term += lane_sum(term, m);
