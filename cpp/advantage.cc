@@ -157,35 +157,32 @@ inline RankCounts count_ranks_scalar(const double* key, int64_t m, int64_t j) {
 }
 
 #if defined(__SSE2__)
-inline int32_t horizontal_sum(__m128i v) {
-  alignas(16) int32_t lanes[4];
-  _mm_store_si128(reinterpret_cast<__m128i*>(lanes), v);
-  return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
-}
-
-// Four float32 keys at a time.  Only used when every key of the group is exactly a float32
-// (always so for float32 inputs), so the comparisons are exactly those of the doubles.
-// Branch-free: a sort's comparisons would mispredict on random likelihoods.
-inline RankCounts count_ranks_sse(const float* key, int64_t m, int64_t j) {
-  const __m128 pivot = _mm_set1_ps(key[j]);
-  __m128i less = _mm_setzero_si128(), equal = _mm_setzero_si128(), before = _mm_setzero_si128();
-  int64_t k = 0;
-  for (; k + 4 <= m; k += 4) {
-    const __m128 v = _mm_loadu_ps(key + k);
-    less = _mm_sub_epi32(less, _mm_castps_si128(_mm_cmplt_ps(v, pivot)));  // mask = -1 per hit
-    equal = _mm_sub_epi32(equal, _mm_castps_si128(_mm_cmpeq_ps(v, pivot)));
+// Ranks of four positions j0..j0+3 at once, against every key of the group: the four pivots
+// sit in one register and each key is broadcast, so the counts accumulate per lane with no
+// horizontal sums.  Only used when every key of the group is exactly a float32 (always so for
+// float32 inputs), so the comparisons are exactly those of the doubles.  Branch-free: a
+// sort's comparisons would mispredict on random likelihoods.
+inline void ranks_of_four_sse(const float* key, int64_t m, int64_t j0, bool average, double* rank) {
+  const __m128 pivots = _mm_loadu_ps(key + j0);  // the caller pads key to a multiple of four
+  const __m128i positions = _mm_add_epi32(_mm_set1_epi32(static_cast<int32_t>(j0)), _mm_set_epi32(3, 2, 1, 0));
+  __m128i less = _mm_setzero_si128(), equal = _mm_setzero_si128(), equal_before = _mm_setzero_si128();
+  for (int64_t k = 0; k < m; ++k) {
+    const __m128 other = _mm_set1_ps(key[k]);
+    const __m128i is_less = _mm_castps_si128(_mm_cmplt_ps(other, pivots));  // -1 where key[k] < pivot
+    const __m128i is_equal = _mm_castps_si128(_mm_cmpeq_ps(other, pivots));
+    const __m128i before = _mm_cmpgt_epi32(positions, _mm_set1_epi32(static_cast<int32_t>(k)));
+    less = _mm_sub_epi32(less, is_less);
+    equal = _mm_sub_epi32(equal, is_equal);
+    equal_before = _mm_sub_epi32(equal_before, _mm_and_si128(is_equal, before));
   }
-  int64_t k_before = 0;
-  for (; k_before + 4 <= j; k_before += 4) {
-    before = _mm_sub_epi32(before, _mm_castps_si128(_mm_cmpeq_ps(_mm_loadu_ps(key + k_before), pivot)));
+  alignas(16) int32_t l[4], e[4], b[4];
+  _mm_store_si128(reinterpret_cast<__m128i*>(l), less);
+  _mm_store_si128(reinterpret_cast<__m128i*>(e), equal);
+  _mm_store_si128(reinterpret_cast<__m128i*>(b), equal_before);
+  for (int q = 0; q < 4 && j0 + q < m; ++q) {
+    rank[j0 + q] = average ? static_cast<double>(l[q]) + 0.5 * static_cast<double>(e[q] - 1)
+                           : static_cast<double>(l[q] + b[q]);
   }
-  RankCounts c{horizontal_sum(less), horizontal_sum(equal), horizontal_sum(before)};
-  for (; k < m; ++k) {
-    c.less += key[k] < key[j];
-    c.equal += key[k] == key[j];
-  }
-  for (; k_before < j; ++k_before) c.equal_before += key[k_before] == key[j];
-  return c;
 }
 #endif
 
@@ -196,19 +193,22 @@ inline RankCounts count_ranks_sse(const float* key, int64_t m, int64_t j) {
 void ranks_in_group(const double* likelihood, int64_t m, bool average, double* rank, int64_t* order,
                     double* sorted_key) {
   if (m <= 32) {
-    // Small groups (the usual GRPO case): counting, four keys at a time where exact.
+    // Small groups (the usual GRPO case): counting, four positions at a time where exact.
     bool exact_in_float = true;
-    float narrow[32];
+    float narrow[36];
     for (int64_t k = 0; k < m; ++k) {
       narrow[k] = static_cast<float>(likelihood[k]);
       exact_in_float &= static_cast<double>(narrow[k]) == likelihood[k];
     }
-    for (int64_t j = 0; j < m; ++j) {
 #if defined(__SSE2__)
-      const RankCounts c = exact_in_float ? count_ranks_sse(narrow, m, j) : count_ranks_scalar(likelihood, m, j);
-#else
-      const RankCounts c = count_ranks_scalar(likelihood, m, j);
+    if (exact_in_float) {
+      for (int64_t k = m; k < m + 4; ++k) narrow[k] = 0.0f;  // padding of the last pivot load
+      for (int64_t j0 = 0; j0 < m; j0 += 4) ranks_of_four_sse(narrow, m, j0, average, rank);
+      return;
+    }
 #endif
+    for (int64_t j = 0; j < m; ++j) {
+      const RankCounts c = count_ranks_scalar(likelihood, m, j);
       rank[j] = average ? static_cast<double>(c.less) + 0.5 * static_cast<double>(c.equal - 1)
                         : static_cast<double>(c.less + c.equal_before);
     }
@@ -289,23 +289,35 @@ class AdvantageKernel {
   void run() {
     const int64_t n_groups = grouping_.n_groups;
     const bool batch_scale = opt_.scale == Scale::kBatch;
-    if (batch_scale) {
-      centered_.assign(opt_.n_rows, 0.0);
-      moments_.assign(n_groups, Moments{});
-    }
+    // Rows are written in a second, sequential pass when the batch std is needed first, or
+    // when ragged groups would scatter the [N, T] writes over the batch (2.5x slower).
+    deferred_ = batch_scale || (grouping_.fixed_size == 0 && mask_ != nullptr);
+    if (deferred_) row_value_.assign(opt_.n_rows, 0.0);
+    if (batch_scale) moments_.assign(n_groups, Moments{});
     const int64_t rows_per_group = std::max<int64_t>(1, opt_.n_rows / std::max<int64_t>(1, n_groups));
     const int64_t cost_per_row = 1 + opt_.n_tokens / 64;
+    if (grouping_.fixed_size == 0 && opt_.uses_ranks() && opt_.likelihood != Likelihood::kSequence) {
+      // Ragged groups scatter their rows over the batch: reduce the token log-probs in one
+      // sequential pass (prefetch-friendly) instead of in group order.
+      row_likelihood_.resize(opt_.n_rows);
+      parallel_chunks(opt_.n_rows, std::max<int64_t>(1, 65536 / cost_per_row), [&](int64_t, int64_t begin, int64_t end) {
+        for (int64_t row = begin; row < end; ++row) row_likelihood_[row] = token_likelihood(row);
+      });
+    }
     const int64_t chunk = std::max<int64_t>(1, 8192 / (rows_per_group * cost_per_row));
     parallel_chunks(n_groups, chunk, [&](int64_t, int64_t begin, int64_t end) {
       Scratch scratch;
       for (int64_t g = begin; g < end; ++g) process_group(g, scratch);
       end_streaming_stores();
     });
-    if (!batch_scale) return;
-    const Moments batch = combine(moments_);
-    const double divisor = std_from(batch.m2, batch.count, opt_.unbiased) + opt_.eps;
+    if (!deferred_) return;
+    double divisor = 1.0;
+    if (batch_scale) {
+      const Moments batch = combine(moments_);
+      divisor = std_from(batch.m2, batch.count, opt_.unbiased) + opt_.eps;
+    }
     parallel_chunks(opt_.n_rows, std::max<int64_t>(1, 65536 / cost_per_row), [&](int64_t, int64_t begin, int64_t end) {
-      for (int64_t row = begin; row < end; ++row) write_row(row, centered_[row] / divisor);
+      for (int64_t row = begin; row < end; ++row) write_row(row, row_value_[row] / divisor);
       end_streaming_stores();
     });
   }
@@ -328,10 +340,14 @@ class AdvantageKernel {
     }
   };
 
-  double likelihood_of(int64_t row) const {
-    if (opt_.likelihood == Likelihood::kSequence) return static_cast<double>(seq_logp_[row]);
+  double token_likelihood(int64_t row) const {
     return row_likelihood(token_logp_ + row * opt_.logp_row_stride, mask_ + row * opt_.mask_row_stride,
                           opt_.n_tokens, opt_.likelihood == Likelihood::kTokenMean);
+  }
+
+  double likelihood_of(int64_t row) const {
+    if (opt_.likelihood == Likelihood::kSequence) return static_cast<double>(seq_logp_[row]);
+    return row_likelihood_.empty() ? token_likelihood(row) : row_likelihood_[row];
   }
 
   void write_row(int64_t row, double advantage) const {
@@ -359,8 +375,8 @@ class AdvantageKernel {
     if (m < size) {
       for (int64_t j = 0; j < size; ++j) {
         const int64_t row = grouping_.row(g, j);
-        // Rows without a reward get 0 (with scale "batch", centered_ already holds 0).
-        if (std::isnan(static_cast<double>(rewards_[row])) && opt_.scale != Scale::kBatch) write_row(row, 0.0);
+        // Rows without a reward get 0 (deferred rows: row_value_ already holds 0).
+        if (std::isnan(static_cast<double>(rewards_[row])) && !deferred_) write_row(row, 0.0);
       }
     }
     return m;
@@ -399,12 +415,14 @@ class AdvantageKernel {
     if (poisoned) std::fill(x, x + m, kNaN);
     const int64_t* rows = s.rows.data();
     if (opt_.scale == Scale::kBatch) {
-      for (int64_t j = 0; j < m; ++j) centered_[rows[j]] = x[j];
+      for (int64_t j = 0; j < m; ++j) row_value_[rows[j]] = x[j];
       return;
     }
     const double divisor = opt_.scale == Scale::kGroup ? (singleton ? 1.0 : std_from(m2, m, opt_.unbiased)) + opt_.eps : 1.0;
     const double inverse = 1.0 / divisor;  // one division per group, not per row
-    if (mask_ == nullptr) {
+    if (deferred_) {
+      for (int64_t j = 0; j < m; ++j) row_value_[rows[j]] = x[j] * inverse;
+    } else if (mask_ == nullptr) {
       for (int64_t j = 0; j < m; ++j) out_[rows[j]] = static_cast<Real>(x[j] * inverse);
     } else {
       for (int64_t j = 0; j < m; ++j) write_row(rows[j], x[j] * inverse);
@@ -433,7 +451,9 @@ class AdvantageKernel {
   const MaskT* mask_;
   Real* out_;
   bool* row_has_signal_;
-  std::vector<double> centered_;  // scale == "batch" only: numerators awaiting the batch std
+  bool deferred_ = false;          // rows written by a second, sequential pass (see run())
+  std::vector<double> row_value_;  // deferred rows: advantage, or numerator awaiting the batch std
+  std::vector<double> row_likelihood_;  // ragged groups with token log-probs: computed up front
   std::vector<Moments> moments_;
 };
 
@@ -465,8 +485,15 @@ void group_advantages_cpu(const AdvantageArrays& a, const AdvantageOptions& opt)
   check_advantage_options(opt, a);
   require(is_cpu_float(a.out_dtype), "rewards must be float32 or float64 on the CPU");
   require(a.token_logp == nullptr || is_cpu_float(a.logp_dtype), "token_logp must be float32 or float64 on the CPU");
-  const Grouping grouping = opt.group_size > 0 ? fixed_grouping(opt.n_rows, opt.group_size)
-                                               : grouping_from_ids(a.group_ids, opt.n_rows);
+  // One grouping buffer per calling thread, reused across calls (see grouping.h).
+  thread_local Grouping ragged;
+  Grouping fixed;
+  if (opt.group_size > 0) {
+    fixed = fixed_grouping(opt.n_rows, opt.group_size);
+  } else {
+    grouping_from_ids(a.group_ids, opt.n_rows, ragged);
+  }
+  const Grouping& grouping = opt.group_size > 0 ? fixed : ragged;
   if (a.out_dtype == DType::kFloat64) return dispatch_logp<double>(a, opt, grouping);
   return dispatch_logp<float>(a, opt, grouping);
 }

@@ -15,8 +15,9 @@ inline uint64_t mix(uint64_t x) {
 }
 
 // dense[i] = index of row i's group, numbered by first appearance.
-int64_t dense_ids_direct(const int64_t* ids, int64_t n, int64_t lo, uint64_t range, std::vector<int64_t>& dense) {
-  std::vector<int64_t> table(range + 1, -1);
+int64_t dense_ids_direct(const int64_t* ids, int64_t n, int64_t lo, uint64_t range, std::vector<int64_t>& dense,
+                         std::vector<int64_t>& table) {
+  table.assign(range + 1, -1);
   int64_t next = 0;
   for (int64_t i = 0; i < n; ++i) {
     int64_t& slot = table[static_cast<uint64_t>(ids[i]) - static_cast<uint64_t>(lo)];
@@ -26,12 +27,13 @@ int64_t dense_ids_direct(const int64_t* ids, int64_t n, int64_t lo, uint64_t ran
   return next;
 }
 
-int64_t dense_ids_hashed(const int64_t* ids, int64_t n, std::vector<int64_t>& dense) {
+int64_t dense_ids_hashed(const int64_t* ids, int64_t n, std::vector<int64_t>& dense, std::vector<int64_t>& keys,
+                         std::vector<int64_t>& values) {
   uint64_t capacity = 16;
   while (capacity < 2 * static_cast<uint64_t>(n)) capacity <<= 1;
   const uint64_t mask = capacity - 1;
-  std::vector<int64_t> keys(capacity);
-  std::vector<int64_t> values(capacity, -1);
+  keys.resize(capacity);
+  values.assign(capacity, -1);
   int64_t next = 0;
   for (int64_t i = 0; i < n; ++i) {
     uint64_t h = mix(static_cast<uint64_t>(ids[i])) & mask;
@@ -61,22 +63,29 @@ Grouping fixed_grouping(int64_t n_rows, int64_t group_size) {
   return grouping;
 }
 
-Grouping grouping_from_ids(const int64_t* ids, int64_t n) {
-  Grouping grouping;
-  if (n == 0) return grouping;
+void grouping_from_ids(const int64_t* ids, int64_t n, Grouping& grouping) {
+  grouping.fixed_size = 0;
+  grouping.n_groups = 0;
+  grouping.start.assign(1, 0);
+  grouping.rows.clear();
+  if (n == 0) return;
   const auto [lo_it, hi_it] = std::minmax_element(ids, ids + n);
   const uint64_t range = static_cast<uint64_t>(*hi_it) - static_cast<uint64_t>(*lo_it);
-  std::vector<int64_t> dense(n);
-  grouping.n_groups = range < 4 * static_cast<uint64_t>(n) ? dense_ids_direct(ids, n, *lo_it, range, dense)
-                                                          : dense_ids_hashed(ids, n, dense);
+  std::vector<int64_t>& dense = grouping.dense;
+  dense.resize(n);
+  grouping.n_groups = range < 4 * static_cast<uint64_t>(n)
+                          ? dense_ids_direct(ids, n, *lo_it, range, dense, grouping.table)
+                          : dense_ids_hashed(ids, n, dense, grouping.keys, grouping.table);
   // Counting sort of the rows by dense id; stable, so rows stay in increasing order.
-  grouping.start.assign(grouping.n_groups + 1, 0);
-  for (int64_t i = 0; i < n; ++i) ++grouping.start[dense[i] + 1];
-  for (int64_t g = 0; g < grouping.n_groups; ++g) grouping.start[g + 1] += grouping.start[g];
-  std::vector<int64_t> cursor(grouping.start.begin(), grouping.start.end() - 1);
+  std::vector<int64_t>& start = grouping.start;
+  start.assign(grouping.n_groups + 1, 0);
+  for (int64_t i = 0; i < n; ++i) ++start[dense[i] + 1];
+  for (int64_t g = 0; g < grouping.n_groups; ++g) start[g + 1] += start[g];
+  // The table is free again: reuse it as the scatter cursor.
+  std::vector<int64_t>& cursor = grouping.table;
+  cursor.assign(start.begin(), start.end() - 1);
   grouping.rows.resize(n);
   for (int64_t i = 0; i < n; ++i) grouping.rows[cursor[dense[i]]++] = i;
-  return grouping;
 }
 
 }  // namespace fk

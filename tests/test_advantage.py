@@ -498,3 +498,15 @@ def test_cuda_requested_without_gpu_is_a_clear_error():
     on_gpu = ArrayView(None, "rewards", "cupy", "cuda", 0, "float32", (4,), (1,), 0)
     with pytest.raises(fairkernels.CudaUnavailableError, match="rewards is on a CUDA device"):
         kernels_for(on_gpu)
+
+
+def test_eager_torch_path_equals_the_custom_op():
+    rewards, _, token_logp, mask = awkward_batch(seed=15)
+    r, lp, m = torch.tensor(rewards), torch.tensor(np.nan_to_num(token_logp)), torch.tensor(mask)
+    eager, eager_signal = fairkernels.group_advantages(
+        r, group_size=5, token_logp=lp, mask=m, beta_rank=0.25, scale="batch", return_signal=True
+    )
+    op, op_signal = torch.ops.fairkernels.group_advantages(
+        r, 5, None, None, lp, m, "mean", 0.25, "average", "mean", "batch", True, 1e-6, "zero"
+    )
+    assert torch.equal(eager, op) and torch.equal(eager_signal, op_signal)

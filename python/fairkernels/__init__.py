@@ -2,6 +2,8 @@
 
 * :func:`group_advantages`: GRPO / RLOO / Dr. GRPO advantages with unlikeliness rank
   reweighting, sequence- or token-level (C++ and CUDA kernels).
+* :mod:`fairkernels.bandits`: grid confidence bounds and Optimistic Feasible Search (OFS, UCB,
+  PrimalDual, FixedThreshold) for fair threshold decisions, with fused closed-loop episodes.
 * :func:`propensity_loss`: propensity-weighted (naive / ips / snips / dr), noise-aware losses
   for reward models trained on observational feedback (CausalRM); torch users:
   ``fairkernels.torch.CausalRMLoss``.
@@ -14,13 +16,21 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import bandits
 from ._backend import CudaUnavailableError, build_info, cuda_available, cuda_compiled
 from .advantage import group_advantages
+from .bandits import OFS, UCB, FixedThreshold, GridBounds, PrimalDual
 from .propensity import propensity_loss
 
 __all__ = [
+    "OFS",
+    "UCB",
     "CudaUnavailableError",
+    "FixedThreshold",
+    "GridBounds",
+    "PrimalDual",
     "__version__",
+    "bandits",
     "build_info",
     "cuda_available",
     "cuda_compiled",

@@ -46,6 +46,17 @@ def library_of(x: Any) -> str | None:
     return None
 
 
+_NUMPY_DTYPE_NAMES: dict = {}
+
+
+def _numpy_dtype_name(dtype: Any) -> str:
+    # dtype.name is slow (it formats a string each time); the set of dtypes seen is tiny.
+    name = _NUMPY_DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _NUMPY_DTYPE_NAMES[dtype] = dtype.name
+    return name
+
+
 @dataclass(frozen=True)
 class ArrayView:
     """What the dispatch layer needs to know about one array argument."""
@@ -74,8 +85,8 @@ def view(x: Any, name: str) -> ArrayView:
     if library == "numpy":
         itemsize = x.dtype.itemsize
         return ArrayView(
-            x, name, "numpy", "cpu", -1, x.dtype.name, tuple(x.shape),
-            tuple(s // itemsize for s in x.strides), x.__array_interface__["data"][0],
+            x, name, "numpy", "cpu", -1, _numpy_dtype_name(x.dtype), x.shape,
+            tuple(s // itemsize for s in x.strides), x.ctypes.data,
         )
     if library == "torch":
         on_cuda = x.device.type == "cuda"

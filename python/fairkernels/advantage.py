@@ -8,6 +8,7 @@ the C++ kernel (cpp/advantage.cc); CUDA torch tensors and CuPy arrays run on the
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -62,6 +63,22 @@ class AdvantageOptions:
             raise TypeError(f"unbiased must be a bool, got {type(self.unbiased).__name__}")
         object.__setattr__(self, "beta_rank", _finite_float(self.beta_rank, "beta_rank"))
         object.__setattr__(self, "eps", _finite_float(self.eps, "eps", minimum=0.0))
+
+
+@functools.lru_cache(maxsize=256, typed=True)  # typed: 1 and True are different options
+def _cached_options(*raw: Any) -> AdvantageOptions:
+    return AdvantageOptions(*raw)
+
+
+def validated_options(*raw: Any) -> AdvantageOptions:
+    """AdvantageOptions from raw values; a training loop passes the same ones every step, so
+    the validated result is cached (unhashable values are validated, and rejected, directly)."""
+    try:
+        return _cached_options(*raw)
+    except TypeError as error:
+        if "unhashable" not in str(error):
+            raise
+        return AdvantageOptions(*raw)
 
 
 def group_advantages(
@@ -133,7 +150,7 @@ def group_advantages(
             rewards, group_size, group_ids, seq_logp, token_logp, mask, raw_options, out
         )
     else:
-        options = AdvantageOptions(*raw_options)
+        options = validated_options(*raw_options)
         result, signal = compute_group_advantages(
             rewards, group_size, group_ids, seq_logp, token_logp, mask, options, out, return_signal
         )

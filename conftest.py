@@ -1,4 +1,5 @@
-"""Shared test configuration: the `cuda` marker skips where no CUDA device is usable."""
+"""pytest configuration shared by tests/ and bench/: the `cuda` marker skips where no CUDA
+device is usable (the CUDA tests compare the CUDA kernels against the CPU ones)."""
 
 import pytest
 

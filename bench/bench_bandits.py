@@ -1,0 +1,252 @@
+"""Grid confidence bounds / OFS: fairkernels against the fastest numpy a user would write.
+
+  round    one round (update + select, rule "ofs", ucb1) for B = 4,096 learners, K = 101, M = 2;
+           baseline: vectorised numpy keeping running means and cached 1/sqrt(counts) in
+           preallocated buffers (NumpyOFS below).
+  episode  the fused synthetic episode, B = 1,000 OFS learners, T = 10,000, K = 51, n = 2,000;
+           baseline: the same episode driven from a Python loop with numpy per round
+           (the same five count-based Binomial draws per round, NumpyOFS for the learner).  The loop is timed on
+           LOOP_ROUNDS rounds and scaled to T (it costs the same every round).
+
+    pytest bench/bench_bandits.py --benchmark-json=out.json    # pytest-benchmark
+    python bench/bench_bandits.py                                # prints the ratios directly
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from fairkernels.bandits import GridBounds, run_episodes
+from fairkernels.envs.synthetic import make_table
+
+ROUND_B, ROUND_K, ROUND_M = 4096, 101, 2
+EP_B, EP_T, EP_K, EP_N = 1000, 10_000, 51, 2000
+LOOP_ROUNDS = 200
+
+
+class NumpyOFS:
+    """OFS with ucb1 in vectorised numpy: running means, cached 1/sqrt(count) (inf while
+    untried, so untried arms get infinite bounds without a branch), preallocated buffers."""
+
+    def __init__(self, B: int, K: int, M: int, alpha: float = 2.0):
+        self.B, self.K, self.M, self.alpha = B, K, M, alpha
+        self.rows = np.arange(B)
+        self.count = np.zeros((B, K))
+        self.inv = np.full((B, K), np.inf)
+        self.mean_r = np.zeros((B, K))
+        self.mean_h = np.zeros((M, B, K))
+        self.total = np.zeros(B)
+        self.rad = np.empty((B, K))
+        self.ucb = np.empty((B, K))
+        self.lcb = np.empty((M, B, K))
+        self.viol = np.empty((B, K))
+
+    def update(self, arms, rewards, residuals, weight):
+        idx = (self.rows, arms)
+        c = self.count[idx] + weight
+        self.count[idx] = c
+        step = weight / c
+        self.mean_r[idx] += (rewards - self.mean_r[idx]) * step
+        for j in range(self.M):
+            m = self.mean_h[j]
+            m[idx] += (residuals[:, j] - m[idx]) * step
+        self.inv[idx] = 1.0 / np.sqrt(c)
+        self.total += weight
+
+    def select(self):
+        factor = np.sqrt(self.alpha * np.log(np.maximum(self.total, 2.0)))
+        np.multiply(self.inv, factor[:, None], out=self.rad)
+        np.add(self.mean_r, self.rad, out=self.ucb)
+        self.viol.fill(0.0)
+        for j in range(self.M):
+            lcb = self.lcb[j]
+            np.multiply(self.rad, 2.0, out=lcb)
+            np.subtract(self.mean_h[j], lcb, out=lcb)
+            np.maximum(lcb, 0.0, out=lcb)
+            self.viol += lcb
+        feasible = self.viol == 0.0
+        score = np.where(feasible, self.ucb, -np.inf)
+        best = score.argmax(axis=1)
+        return np.where(feasible.any(axis=1), best, self.viol.argmin(axis=1))
+
+
+def round_inputs(B=ROUND_B, K=ROUND_K, M=ROUND_M, warm_rounds=3 * ROUND_K):
+    """States after warm_rounds rounds of random observations (every arm tried)."""
+    rng = np.random.default_rng(0)
+    ours, base = GridBounds(B, K, M), NumpyOFS(B, K, M)
+    for t in range(warm_rounds):
+        arms = np.full(B, t % K, dtype=np.int64) if t < K else rng.integers(0, K, B)
+        r, h = rng.random(B), rng.uniform(-0.3, 0.2, (B, M))
+        ours.update(arms, r, h, weight=2000.0)
+        base.update(arms, r, h, 2000.0)
+    obs = (rng.integers(0, K, B), rng.random(B), rng.uniform(-0.3, 0.2, (B, M)))
+    return ours, base, obs
+
+
+def fk_round(state, obs):
+    state.update(*obs, weight=2000.0)
+    return state.select("ofs")
+
+
+def numpy_round(state, obs):
+    state.update(*obs, 2000.0)
+    return state.select()
+
+
+def python_loop_episode(env, B, T, seed=0):
+    """The synthetic episode from a Python loop: numpy per round, count-based draws."""
+    rng = np.random.default_rng(seed)
+    learner = NumpyOFS(B, env.n_arms, 1)
+    n = env.cohort
+    accept, precision = env.accept_rate, env.precision
+    p = np.full(B, env.p0)
+    logit_p0 = math.log(env.p0 / (1 - env.p0))
+    reward_sum = np.zeros(B)
+    violation_sum = np.zeros(B)
+    for _ in range(T):
+        arms = learner.select()
+        na = rng.binomial(n, p)
+        group_n = (na, n - na)
+        accepted, tp, fp = [], 0, 0
+        for g in (0, 1):
+            acc = rng.binomial(group_n[g], accept[g, arms])
+            tp_g = rng.binomial(acc, precision[g, arms])
+            accepted.append(np.where(group_n[g] > 0, acc / np.maximum(group_n[g], 1), 0.0))
+            tp, fp = tp + tp_g, fp + acc - tp_g
+        reward = (tp - env.cost * fp + env.cost * n) / ((1 + env.cost) * n)
+        gap = accepted[0] - accepted[1]
+        residual = np.abs(gap) - env.eps
+        learner.update(arms, reward, residual[:, None], float(n))
+        p = (1 - env.beta) * p + env.beta / (1 + np.exp(-(logit_p0 + env.kappa * gap)))
+        reward_sum += reward
+        violation_sum += np.maximum(residual, 0)
+    return reward_sum, violation_sum
+
+
+def fused_episode(env, B, T, seed=0):
+    return run_episodes(env, ["ofs"] * B, n_rounds=T, seed=seed, n_buckets=min(100, T))
+
+
+def tag(benchmark, case, variant, impl):
+    benchmark.group = f"bandits-{case}"
+    benchmark.extra_info.update(family="bandits", case=case, variant=variant, impl=impl, policy="fresh")
+
+
+@pytest.fixture(scope="module")
+def round_data():
+    return round_inputs()
+
+
+def test_same_choices(round_data):
+    ours, base, obs = round_inputs(B=256, K=ROUND_K, M=ROUND_M)
+    np.testing.assert_array_equal(fk_round(ours, obs), numpy_round(base, obs))
+
+
+@pytest.mark.parametrize("impl", ["fairkernels", "numpy"])
+def test_round(benchmark, round_data, impl):
+    ours, base, obs = round_data
+    tag(benchmark, "round", f"B{ROUND_B}-K{ROUND_K}-M{ROUND_M}", impl)
+    if impl == "fairkernels":
+        benchmark(fk_round, ours, obs)
+    else:
+        benchmark(numpy_round, base, obs)
+
+
+def test_episode_fused(benchmark):
+    env = make_table(grid=EP_K, cohort=EP_N)
+    tag(benchmark, "episode", f"B{EP_B}-T{EP_T}-K{EP_K}", "fairkernels")
+    benchmark.pedantic(fused_episode, args=(env, EP_B, EP_T), rounds=1, iterations=1)
+
+
+def test_episode_python_loop(benchmark):
+    """Timed on LOOP_ROUNDS rounds (its own case, so report.py pairs no unequal runs);
+    multiply by EP_T / LOOP_ROUNDS for the episode (python bench/bench_bandits.py does)."""
+    env = make_table(grid=EP_K, cohort=EP_N)
+    tag(benchmark, f"episode-loop-{LOOP_ROUNDS}-rounds", f"B{EP_B}-K{EP_K}", "python_loop")
+    benchmark.extra_info["rounds_timed"] = LOOP_ROUNDS
+    benchmark.extra_info["scale_to_T"] = EP_T / LOOP_ROUNDS
+    benchmark.pedantic(python_loop_episode, args=(env, EP_B, LOOP_ROUNDS), rounds=1, iterations=1)
+
+
+# --- CUDA (run on a GPU machine by bench/gpu_check.sh): the CUDA kernels against the CPU kernels
+GPU_B, GPU_T = 65_536, 200
+
+
+def _synchronized(fn, *args, **kwargs):
+    import torch
+
+    def run():
+        result = fn(*args, **kwargs)
+        torch.cuda.synchronize()
+        return result
+
+    return run
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("impl", ["fairkernels", "cpu_kernel"])
+def test_cuda_episode(benchmark, impl):
+    """Fused synthetic episode, B = 65,536 OFS learners (T = 200 to keep the CPU run short);
+    run_episodes copies the traces back to the host in both cases."""
+    env = make_table(grid=EP_K, cohort=EP_N)
+    benchmark.group = "bandits-cuda-episode"
+    benchmark.extra_info.update(family="bandits-cuda", case="episode", variant=f"B{GPU_B}-T{GPU_T}-K{EP_K}",
+                                impl=impl, policy="fresh")
+    device = "cuda" if impl == "fairkernels" else "cpu"
+    benchmark.pedantic(run_episodes, args=(env, ["ofs"] * GPU_B),
+                       kwargs=dict(n_rounds=GPU_T, seed=0, n_buckets=10, device=device), rounds=3, iterations=1)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("impl", ["fairkernels", "cpu_kernel"])
+def test_cuda_round(benchmark, impl):
+    """One round (update + select) for B = 65,536, K = 101, M = 2: CUDA state vs CPU state."""
+    import torch
+
+    B, K, M = GPU_B, ROUND_K, ROUND_M
+    rng = np.random.default_rng(0)
+    like = torch.zeros(1, device="cuda") if impl == "fairkernels" else None
+    state = GridBounds(B, K, M, like=like)
+    convert = (lambda x: torch.from_numpy(x).cuda()) if like is not None else (lambda x: x)
+    for t in range(K):
+        state.update(convert(np.full(B, t, dtype=np.int64)), convert(rng.random(B)),
+                     convert(rng.uniform(-0.3, 0.2, (B, M))), weight=2000.0)
+    obs = tuple(convert(x) for x in (rng.integers(0, K, B), rng.random(B), rng.uniform(-0.3, 0.2, (B, M))))
+    benchmark.group = "bandits-cuda-round"
+    benchmark.extra_info.update(family="bandits-cuda", case="round", variant=f"B{B}-K{K}-M{M}", impl=impl,
+                                policy="fresh")
+    fn = _synchronized(fk_round, state, obs) if like is not None else (lambda: fk_round(state, obs))
+    benchmark(fn)
+
+
+def _best_of(fn, repeats):
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    import fairkernels
+
+    print(f"fairkernels {fairkernels.__version__}, CPU threads {fairkernels.build_info()['cpu_threads']}")
+    ours, base, obs = round_inputs()
+    t_ours = _best_of(lambda: fk_round(ours, obs), 50)
+    t_base = _best_of(lambda: numpy_round(base, obs), 20)
+    print(f"round B={ROUND_B} K={ROUND_K} M={ROUND_M}: fairkernels {t_ours * 1e3:.3f} ms, numpy {t_base * 1e3:.3f} ms"
+          f" -> {t_base / t_ours:.1f}x")
+    env = make_table(grid=EP_K, cohort=EP_N)
+    t_fused = _best_of(lambda: fused_episode(env, EP_B, EP_T), 2)
+    t_loop = _best_of(lambda: python_loop_episode(env, EP_B, LOOP_ROUNDS), 2) * EP_T / LOOP_ROUNDS
+    print(f"episode B={EP_B} T={EP_T} K={EP_K} n={EP_N}: fused {t_fused:.2f} s, Python loop {t_loop:.1f} s "
+          f"(timed on {LOOP_ROUNDS} rounds, scaled x{EP_T // LOOP_ROUNDS}) -> {t_loop / t_fused:.0f}x")
+
+
+if __name__ == "__main__":
+    main()
