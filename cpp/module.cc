@@ -7,12 +7,14 @@
 
 namespace fk {
 void bind_advantage(pybind11::module_& m);
+void bind_propensity(pybind11::module_& m);
 void bind_bandits(pybind11::module_& m);
 }  // namespace fk
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fairkernels CPU kernels (C++17).";
   fk::bind_advantage(m);
+  fk::bind_propensity(m);
   fk::bind_bandits(m);
   m.def("openmp_threads", []() {
 #if defined(_OPENMP)

@@ -8,6 +8,7 @@
 
 namespace fk {
 void bind_advantage_cuda(pybind11::module_& m);
+void bind_propensity_cuda(pybind11::module_& m);
 void bind_bandits_cuda(pybind11::module_& m);
 }  // namespace fk
 
@@ -26,5 +27,6 @@ PYBIND11_MODULE(_cuda, m) {
       },
       "(number of usable CUDA devices, reason when 0)");
   fk::bind_advantage_cuda(m);
+  fk::bind_propensity_cuda(m);
   fk::bind_bandits_cuda(m);
 }

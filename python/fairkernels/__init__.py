@@ -4,6 +4,9 @@
   reweighting, sequence- or token-level (C++ and CUDA kernels).
 * :mod:`fairkernels.bandits`: grid confidence bounds and Optimistic Feasible Search (OFS, UCB,
   PrimalDual, FixedThreshold) for fair threshold decisions, with fused closed-loop episodes.
+* :func:`propensity_loss`: propensity-weighted (naive / ips / snips / dr), noise-aware losses
+  for reward models trained on observational feedback (CausalRM); torch users:
+  ``fairkernels.torch.CausalRMLoss``.
 
 numpy arrays and CPU torch tensors run on the C++ core; CUDA torch tensors and CuPy arrays on
 the CUDA core, on the caller's current stream.  See README.md.
@@ -17,6 +20,7 @@ from . import bandits
 from ._backend import CudaUnavailableError, build_info, cuda_available, cuda_compiled
 from .advantage import group_advantages
 from .bandits import OFS, UCB, FixedThreshold, GridBounds, PrimalDual
+from .propensity import propensity_loss
 
 __all__ = [
     "OFS",
@@ -31,4 +35,5 @@ __all__ = [
     "cuda_available",
     "cuda_compiled",
     "group_advantages",
+    "propensity_loss",
 ]

@@ -1,0 +1,78 @@
+// CPU implementation of the propensity-weighted loss contract in propensity.h.
+//
+// One fused pass (propensity_kernel.h): each fixed chunk of rows computes the row terms, the
+// normaliser, the (unscaled) per-row derivatives and the validity flags, reading every input
+// once.  Chunk sums are combined here in chunk order, so the loss is bit-identical whatever the
+// thread count.  float data is computed in float with branch-free exp / log1p approximations
+// (relative error ~1e-7) so that the loop vectorises; double data uses the C library.  Where
+// the processor has AVX2 + FMA (or AVX-512) the same pass compiled for them runs
+// (propensity_avx2.cc, propensity_avx512.cc): about 2x (2.7x) the throughput; results may
+// differ between these builds in the last bits (FMA), but on one machine they never change.
+#define FK_PROPENSITY_NAMESPACE cpu_baseline
+#include "propensity_kernel.h"
+#undef FK_PROPENSITY_NAMESPACE
+
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace fk {
+
+namespace {
+// FAIRKERNELS_PROPENSITY_ISA=baseline|avx2 caps the instruction set (tests and benchmarks of the
+// narrower builds); unset or anything else: the widest the processor runs.
+int widest_build_allowed() {
+  static const int widest = [] {
+    const char* isa = std::getenv("FAIRKERNELS_PROPENSITY_ISA");
+    if (isa != nullptr && std::strcmp(isa, "baseline") == 0) return 0;
+    if (isa != nullptr && std::strcmp(isa, "avx2") == 0) return 1;
+    return 2;
+  }();
+  return widest;
+}
+
+void write_scalar(void* out, DType dtype, double value) {
+  if (dtype == DType::kFloat64) {
+    *static_cast<double*>(out) = value;
+  } else {
+    *static_cast<float*>(out) = static_cast<float>(value);
+  }
+}
+}  // namespace
+
+namespace cpu_avx2 {
+// Defined in propensity_avx2.cc; false where that build is not available.
+bool propensity_chunks_avx2(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums);
+}  // namespace cpu_avx2
+namespace cpu_avx512 {
+// Defined in propensity_avx512.cc; false where that build is not available.
+bool propensity_chunks_avx512(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums);
+}  // namespace cpu_avx512
+
+void propensity_loss_cpu(const PropensityArrays& a, const PropensityOptions& opt) {
+  check_propensity_options(opt, a);
+  require(a.dtype == DType::kFloat32 || a.dtype == DType::kFloat64, "logits must be float32 or float64 on the CPU");
+  std::vector<ChunkSums> sums((opt.n_rows + kPropensityChunk - 1) / kPropensityChunk);
+  // Widest build the processor runs: AVX-512 (~1.35x AVX2 here), AVX2 (~2x SSE2), baseline.
+  const int widest = widest_build_allowed();
+  if (!(widest >= 2 && cpu_avx512::propensity_chunks_avx512(a, opt, sums.data())) &&
+      !(widest >= 1 && cpu_avx2::propensity_chunks_avx2(a, opt, sums.data()))) {
+    cpu_baseline::propensity_chunks(a, opt, sums.data());
+  }
+  ChunkSums total;
+  for (const ChunkSums& s : sums) {  // chunk order: deterministic
+    total.term += s.term;
+    total.norm += s.norm;
+    total.invalid |= s.invalid;
+  }
+  require(total.invalid == 0, propensity_invalid_message(total.invalid));
+  if (opt.reduction == Reduction::kNone) {
+    if (opt.want_grad) write_scalar(a.grad_scale, a.dtype, 1.0 / opt.grad_prescale);
+    return;
+  }
+  const Reduced reduced = propensity_reduce(opt, total.term, total.norm);
+  write_scalar(a.loss, a.dtype, reduced.loss);
+  if (opt.want_grad) write_scalar(a.grad_scale, a.dtype, reduced.grad_scale / opt.grad_prescale);
+}
+
+}  // namespace fk

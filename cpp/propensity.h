@@ -1,0 +1,128 @@
+// Propensity-weighted, noise-aware losses (CausalRM and its baselines).
+//
+// One contract, two compiled implementations: propensity.cc (CPU) and
+// ../cuda/propensity.cu (CUDA); the per-row formulas are shared (propensity_math.h).  The numpy
+// reference lives in tests/propensity_reference.py.
+//
+// Per row i, with z_i = f_i (base "bce") or f_i0 - f_i1 (base "bt": first minus second) and
+// l1 = softplus(-z) (loss if y = 1), l0 = softplus(z) (loss if y = 0):
+//   noise-aware surrogate   l~_i = ((y_i - rho10) l1 + (1 - y_i - rho01) l0) / (1 - rho10 - rho01)
+//                           (rho10 = P(noisy 1 | clean 0), rho01 = P(noisy 0 | clean 1); for y in
+//                           {0, 1} this is the backward correction of Natarajan et al. 2013)
+//   weight                  w_i = o_i / max(p_i, p_min)            ("naive": w_i = o_i)
+//   row term r_i            naive, ips, snips: w_i l~_i
+//                           dr: e_i + w_i (l~_i - e_i),  e_i = q l1 + (1 - q) l0, q = sigmoid(h_i),
+//                           h_i the imputation logit (same layout as f)
+//   normaliser Z            naive: sum o_i;  ips, dr: N;  snips: sum w_i
+//   reduction               mean: sum r_i / Z (0 when Z = 0);  sum: sum r_i;  none: r_i per row
+//   nonnegative             mean/sum: max(0, loss), gradient 0 when it clamps; none: per row.
+// The kernel writes the loss and, on request, the per-row derivatives dr_i/df_i and dr_i/dh_i
+// multiplied by grad_prescale (an option: callers pass 1/N where the "mean" normaliser is known
+// in advance, so that the common case needs no second pass), plus grad_scale, the factor that
+// turns the written values into d loss / d input: (1/Z for "mean", 1 for "sum" and "none",
+// 0 when the non-negative clamp is active) / grad_prescale.
+#pragma once
+
+#include <cstdint>
+
+#include "common.h"
+
+namespace fk {
+
+enum class Estimator : int { kNaive = 0, kIps = 1, kSnips = 2, kDr = 3 };
+enum class Reduction : int { kMean = 0, kSum = 1, kNone = 2 };
+
+struct PropensityOptions {
+  int64_t n_rows = 0;
+  bool pairwise = false;  // base "bt" with [N, 2] logits; false: one logit per row
+  Estimator estimator = Estimator::kIps;
+  Reduction reduction = Reduction::kMean;
+  double rho10 = 0.0;
+  double rho01 = 0.0;
+  double p_min = 0.1;
+  bool nonnegative = false;
+  bool want_grad = false;
+  double grad_prescale = 1.0;  // multiplies the written derivatives (> 0)
+};
+
+// Contiguous arrays; optional inputs are nullptr.
+struct PropensityArrays {
+  const void* logits = nullptr;      // [N] or [N, 2], dtype
+  const void* labels = nullptr;      // [N], dtype, values in [0, 1]
+  const void* observed = nullptr;    // [N], uint8/bool (0/1) or dtype (0.0/1.0)
+  const void* propensity = nullptr;  // [N], dtype, (0, 1]; may be nullptr for "naive"
+  const void* imputed = nullptr;     // like logits; "dr" only
+  void* loss = nullptr;              // [1] (mean/sum) or [N] (none), dtype
+  void* grad_scale = nullptr;        // [1], dtype; written when want_grad
+  void* grad_logits = nullptr;       // like logits; written when want_grad
+  void* grad_imputed = nullptr;      // like imputed; written when want_grad and "dr"
+  DType dtype = DType::kFloat32;
+  DType observed_dtype = DType::kUInt8;
+};
+
+// Bit flags of invalid array contents, found during the fused pass (no extra read).
+enum PropensityInvalid : int {
+  kBadLogits = 1,
+  kBadLabels = 2,
+  kBadObserved = 4,
+  kBadPropensity = 8,
+  kBadImputed = 16,
+};
+
+// Per-chunk partial sums of the CPU pass; chunks have a fixed size (independent of threads).
+constexpr int64_t kPropensityChunk = 16384;
+struct ChunkSums {
+  double term = 0.0;
+  double norm = 0.0;
+  int invalid = 0;  // PropensityInvalid flags
+};
+
+// Message naming the first offending argument of a PropensityInvalid mask ("" when 0).
+inline const char* propensity_invalid_message(int flags) {
+  if (flags & kBadLogits) return "logits must be finite (found NaN or inf)";
+  if (flags & kBadImputed) return "imputed_logits must be finite (found NaN or inf)";
+  if (flags & kBadLabels) return "labels must lie in [0, 1] (found a value outside, or NaN)";
+  if (flags & kBadObserved) return "observed must be 0 or 1 (found another value, or NaN)";
+  if (flags & kBadPropensity) return "propensity must lie in (0, 1] (found a value outside, or NaN)";
+  return "";
+}
+
+// Options that do not depend on array contents; throws std::invalid_argument.  Inline: the CPU
+// and the CUDA module (separate libraries) both use it.
+inline void check_propensity_options(const PropensityOptions& opt, const PropensityArrays& a) {
+  require(opt.n_rows >= 0, "negative number of rows");
+  require(opt.rho10 >= 0.0 && opt.rho10 < 1.0, "rho10 must lie in [0, 1)");
+  require(opt.rho01 >= 0.0 && opt.rho01 < 1.0, "rho01 must lie in [0, 1)");
+  require(1.0 - opt.rho10 - opt.rho01 > 0.0, "rho10 + rho01 must be < 1 (1 - rho10 - rho01 > 0)");
+  require(opt.p_min >= 0.0 && opt.p_min <= 1.0, "p_min must lie in [0, 1]");
+  require(opt.grad_prescale > 0.0, "grad_prescale must be positive");
+  const int e = static_cast<int>(opt.estimator), r = static_cast<int>(opt.reduction);
+  require(e >= 0 && e <= 3, "unknown estimator code");
+  require(r >= 0 && r <= 2, "unknown reduction code");
+  const bool rows = opt.n_rows > 0;
+  require(!rows || (a.logits && a.labels && a.observed && a.loss), "logits, labels, observed and the loss are required");
+  require(!rows || opt.estimator == Estimator::kNaive || a.propensity, "propensity is required by ips, snips and dr");
+  require(!rows || opt.estimator != Estimator::kDr || a.imputed, "imputed_logits are required by dr");
+  require(!opt.want_grad || a.grad_scale, "grad_scale output missing");
+  require(!rows || !opt.want_grad || a.grad_logits, "grad_logits output missing");
+  require(!rows || !opt.want_grad || opt.estimator != Estimator::kDr || a.grad_imputed, "grad_imputed output missing");
+  const bool byte_obs = a.observed_dtype == DType::kBool || a.observed_dtype == DType::kUInt8;
+  require(byte_obs || a.observed_dtype == a.dtype, "observed must be bool/uint8 or have the dtype of logits");
+}
+
+
+// CPU implementation (propensity.cc): one fused pass, OpenMP over fixed chunks, sums combined in
+// chunk order (bit-identical whatever the thread count).  Throws std::invalid_argument when the
+// contents are invalid (NaN / inf logits, labels outside [0, 1], observed not 0/1, propensity
+// outside (0, 1]); the outputs are then unspecified.
+void propensity_loss_cpu(const PropensityArrays& arrays, const PropensityOptions& opt);
+
+// CUDA implementation (../cuda/propensity.cu), on the caller's stream (a cudaStream_t as an
+// integer), without device synchronisation.  Reductions use a grid whose size depends on N only
+// and a fixed-order combine (no atomics): the same input gives the same loss bit for bit.
+// Invalid contents cannot raise without a synchronisation: they make the loss (and, for
+// "none", the offending rows) NaN.  float16 / bfloat16 inputs are computed and accumulated in
+// float32.
+void propensity_loss_cuda(const PropensityArrays& arrays, const PropensityOptions& opt, int device, uintptr_t stream);
+
+}  // namespace fk

@@ -1,0 +1,240 @@
+// The CPU kernel body of the propensity contract, included by two translation units:
+// propensity.cc (baseline instruction set) and propensity_avx2.cc (compiled with AVX2 + FMA and
+// chosen at run time where the processor has them).  Each includer defines
+// FK_PROPENSITY_NAMESPACE so that the two copies never share a symbol.  Only the per-chunk pass
+// lives here; combining the chunks, validation errors and the final reduction stay in
+// propensity.cc, so nothing compiled with AVX2 runs on a processor without it.
+#pragma once
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "propensity.h"
+#include "propensity_math.h"
+
+#ifndef FK_PROPENSITY_NAMESPACE
+#error "define FK_PROPENSITY_NAMESPACE before including propensity_kernel.h"
+#endif
+
+namespace fk {
+namespace FK_PROPENSITY_NAMESPACE {
+namespace {
+
+// exp(-a) for a >= 0 and log1p(e) for e in [0, 1]: the only transcendental functions the row
+// formulas need.
+struct FloatMath {
+  static inline float exp_neg(float a) {
+    // Below -87 exp underflows to a denormal; the clamp keeps 2^n a normal float, and the
+    // error (< 1e-37 absolute) cannot show in a softplus or a sigmoid.
+    const float x = a < 87.0f ? -a : -87.0f;
+    const float t = x * 1.44269504088896341f;                 // x / ln 2, <= 0
+    const int n = static_cast<int>(t - 0.5f);                 // round(t) for t <= 0
+    const float nf = static_cast<float>(n);
+    const float r = (x - nf * 0.693145751953125f) - nf * 1.428606765330187e-06f;  // Cody-Waite
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits = (n + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+  }
+  static inline float log1p_unit(float e) {
+    // log1p(e) = 2 atanh(t), t = e / (2 + e) in [0, 1/3]: accurate for tiny e as well.
+    const float t = e / (2.0f + e);
+    const float t2 = t * t;
+    float p = 1.0f / 13.0f;
+    p = p * t2 + 1.0f / 11.0f;
+    p = p * t2 + 1.0f / 9.0f;
+    p = p * t2 + 1.0f / 7.0f;
+    p = p * t2 + 1.0f / 5.0f;
+    p = p * t2 + 1.0f / 3.0f;
+    p = p * t2 + 1.0f;
+    return 2.0f * t * p;
+  }
+};
+
+struct DoubleMath {
+  static inline double exp_neg(double a) { return std::exp(-a); }
+  static inline double log1p_unit(double e) { return std::log1p(e); }
+};
+
+template <typename T>
+using MathFor = std::conditional_t<std::is_same_v<T, double>, DoubleMath, FloatMath>;
+
+template <Estimator E, typename T, typename ObsT, bool Pair>
+class PropensityKernel {
+ public:
+  PropensityKernel(const PropensityArrays& a, const PropensityOptions& opt)
+      : opt_(opt),
+        f_(static_cast<const T*>(a.logits)),
+        y_(static_cast<const T*>(a.labels)),
+        o_(static_cast<const ObsT*>(a.observed)),
+        p_(static_cast<const T*>(a.propensity)),
+        h_(static_cast<const T*>(a.imputed)),
+        loss_(static_cast<T*>(a.loss)),
+        df_(static_cast<T*>(a.grad_logits)),
+        dh_(static_cast<T*>(a.grad_imputed)) {
+    const double d = 1.0 - opt.rho10 - opt.rho01;
+    c_ = RowConstants<T>{static_cast<T>(opt.rho10), static_cast<T>(1.0 / d), static_cast<T>(1.0 - opt.rho01),
+                         static_cast<T>(opt.p_min), static_cast<T>(opt.grad_prescale)};
+  }
+
+  void run(ChunkSums* sums) const {
+    parallel_chunks(opt_.n_rows, kPropensityChunk, [&](int64_t c, int64_t begin, int64_t end) {
+      ChunkSums s;
+      for (int64_t b = begin; b < end; b += kBlock) block(b, b + kBlock < end ? b + kBlock : end, s);
+      sums[c] = s;
+    });
+  }
+
+ private:
+  static constexpr T kMax = std::numeric_limits<T>::max();
+
+  static inline bool finite(T x) { return (x < T(0) ? -x : x) <= kMax; }  // false for NaN, inf
+
+  static inline bool valid_observed(ObsT o) {
+    if constexpr (std::is_same_v<ObsT, uint8_t>) {
+      return o <= 1;
+    } else {
+      return o == ObsT(0) || o == ObsT(1);
+    }
+  }
+
+  // Rows are processed in blocks: a branch-free loop (vectorised) computes the row results into
+  // small stack buffers, then plain loops store what the call asked for.
+  static constexpr int64_t kBlock = 256;
+
+  void block(int64_t begin, int64_t end, ChunkSums& s) const {
+    T term[kBlock], d_logit[kBlock], d_impute[kBlock];
+    const bool clamp_rows = opt_.reduction == Reduction::kNone && opt_.nonnegative;
+    const int64_t m = end - begin;
+    const T* f = f_ + (Pair ? 2 * begin : begin);
+    const T* h = h_ != nullptr ? h_ + (Pair ? 2 * begin : begin) : nullptr;
+    const T* y = y_ + begin;
+    const ObsT* o = o_ + begin;
+    const T* p = p_ != nullptr ? p_ + begin : nullptr;
+    T norm[kBlock];
+    int bad_f = 0, bad_y = 0, bad_o = 0, bad_p = 0, bad_h = 0;
+    // Local copies: with the constants read through `this` GCC does not vectorise the loop.
+    const RowConstants<T> c = c_;
+    const T prescale = c_.grad_prescale;
+    for (int64_t k = 0; k < m; ++k) {
+      T z, hk = T(0), pk = T(1);
+      if constexpr (Pair) {
+        z = f[2 * k] - f[2 * k + 1];
+        bad_f += !finite(f[2 * k]) + !finite(f[2 * k + 1]);
+      } else {
+        z = f[k];
+      }
+      bad_f += !finite(z);
+      if constexpr (E == Estimator::kDr) {
+        if constexpr (Pair) {
+          hk = h[2 * k] - h[2 * k + 1];
+          bad_h += !finite(h[2 * k]) + !finite(h[2 * k + 1]);
+        } else {
+          hk = h[k];
+        }
+        bad_h += !finite(hk);
+      }
+      const T yk = y[k];
+      bad_y += !(yk >= T(0)) + !(yk <= T(1));
+      bad_o += !valid_observed(o[k]);
+      if constexpr (E != Estimator::kNaive) {
+        pk = p[k];
+        bad_p += !(pk > T(0)) + !(pk <= T(1));
+      }
+      const RowResult<T> r = propensity_row<E, T, MathFor<T>>(z, yk, static_cast<T>(o[k]), pk, hk, c);
+      const bool clamp = clamp_rows & (r.term < T(0));
+      term[k] = clamp ? T(0) : r.term;
+      d_logit[k] = clamp ? T(0) : r.d_logit * prescale;
+      d_impute[k] = clamp ? T(0) : r.d_impute * prescale;
+      norm[k] = r.norm;
+    }
+    s.term += lane_sum(term, m);
+    s.norm += lane_sum(norm, m);
+    s.invalid |= (bad_f ? kBadLogits : 0) | (bad_y ? kBadLabels : 0) | (bad_o ? kBadObserved : 0) |
+                 (bad_p ? kBadPropensity : 0) | (bad_h ? kBadImputed : 0);
+    if (opt_.reduction == Reduction::kNone) std::memcpy(loss_ + begin, term, m * sizeof(T));
+    if (!opt_.want_grad) return;
+    store_grad(d_logit, df_, begin, m);
+    if constexpr (E == Estimator::kDr) store_grad(d_impute, dh_, begin, m);
+  }
+
+  // Sum in double over 8 fixed lanes (vectorisable without reassociating anything).
+  static double lane_sum(const T* x, int64_t m) {
+    constexpr int kLanes = 8;
+    double lanes[kLanes] = {};
+    int64_t k = 0;
+    for (; k + kLanes <= m; k += kLanes) {
+      for (int j = 0; j < kLanes; ++j) lanes[j] += static_cast<double>(x[k + j]);
+    }
+    for (int j = 0; k < m; ++k, ++j) lanes[j] += static_cast<double>(x[k]);
+    double total = 0.0;
+    for (int j = 0; j < kLanes; ++j) total += lanes[j];
+    return total;
+  }
+
+  // d/d(first) = dr/dz, d/d(second) = -dr/dz for pairs.
+  static void store_grad(const T* d, T* out, int64_t begin, int64_t m) {
+    if constexpr (Pair) {
+      T* o = out + 2 * begin;
+      for (int64_t k = 0; k < m; ++k) {
+        o[2 * k] = d[k];
+        o[2 * k + 1] = -d[k];
+      }
+    } else {
+      std::memcpy(out + begin, d, m * sizeof(T));
+    }
+  }
+
+  PropensityOptions opt_;
+  RowConstants<T> c_;
+  const T* f_;
+  const T* y_;
+  const ObsT* o_;
+  const T* p_;
+  const T* h_;
+  T* loss_;
+  T* df_;
+  T* dh_;
+};
+
+template <Estimator E, typename T, typename ObsT>
+void dispatch_pair(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums) {
+  if (opt.pairwise) return PropensityKernel<E, T, ObsT, true>(a, opt).run(sums);
+  PropensityKernel<E, T, ObsT, false>(a, opt).run(sums);
+}
+
+template <Estimator E, typename T>
+void dispatch_observed(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums) {
+  if (a.observed_dtype == a.dtype) return dispatch_pair<E, T, T>(a, opt, sums);
+  dispatch_pair<E, T, uint8_t>(a, opt, sums);
+}
+
+template <typename T>
+void dispatch_estimator(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums) {
+  switch (opt.estimator) {
+    case Estimator::kNaive: return dispatch_observed<Estimator::kNaive, T>(a, opt, sums);
+    case Estimator::kIps: return dispatch_observed<Estimator::kIps, T>(a, opt, sums);
+    case Estimator::kSnips: return dispatch_observed<Estimator::kSnips, T>(a, opt, sums);
+    case Estimator::kDr: return dispatch_observed<Estimator::kDr, T>(a, opt, sums);
+  }
+}
+
+}  // namespace
+
+// Fills sums[c] for every chunk c of kPropensityChunk rows, and the requested per-row outputs.
+void propensity_chunks(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums) {
+  if (a.dtype == DType::kFloat64) return dispatch_estimator<double>(a, opt, sums);
+  dispatch_estimator<float>(a, opt, sums);
+}
+
+}  // namespace FK_PROPENSITY_NAMESPACE
+}  // namespace fk

@@ -1,0 +1,273 @@
+// CUDA implementation of the propensity-weighted loss contract in ../cpp/propensity.h.
+//
+// Two kernels on the caller's stream, no device synchronisation, no atomics:
+//   1. rows: a grid-stride loop over the rows (grid size a function of N only) computes the
+//      per-row formulas of propensity_math.h, writes the per-row outputs (rows of "none",
+//      unscaled derivatives) and reduces the row terms, the normaliser and the validity flags
+//      per block in a fixed tree order into scratch memory;
+//   2. finish: one block combines the block partials in a fixed order (double) and writes the
+//      loss and grad_scale (NaN when some content was invalid).
+// So the same input gives the same loss bit for bit.  float16 / bfloat16 are loaded into float,
+// computed and accumulated in float32; double stays double.
+#include <cstdint>
+#include <type_traits>
+
+#include "common.cuh"
+#include "propensity.h"
+#include "propensity_math.h"
+
+namespace fk {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMaxBlocks = 1024;
+
+struct FloatDeviceMath {
+  static __device__ __forceinline__ float exp_neg(float a) { return expf(-a); }
+  static __device__ __forceinline__ float log1p_unit(float e) { return log1pf(e); }
+};
+struct DoubleDeviceMath {
+  static __device__ __forceinline__ double exp_neg(double a) { return exp(-a); }
+  static __device__ __forceinline__ double log1p_unit(double e) { return log1p(e); }
+};
+
+template <typename T>
+using Compute = std::conditional_t<std::is_same_v<T, double>, double, float>;
+template <typename T>
+using DeviceMath = std::conditional_t<std::is_same_v<T, double>, DoubleDeviceMath, FloatDeviceMath>;
+
+template <typename T>
+__device__ __forceinline__ Compute<T> load(const T* p, int64_t i) {
+  if constexpr (std::is_same_v<T, double>) {
+    return p[i];
+  } else {
+    return to_float(p[i]);
+  }
+}
+
+template <typename R>
+__device__ __forceinline__ bool finite(R x) {
+  return isfinite(x);
+}
+
+template <typename ObsT, typename R>
+__device__ __forceinline__ bool valid_observed(R o_value, ObsT raw) {
+  if constexpr (std::is_same_v<ObsT, uint8_t>) {
+    return raw <= 1;
+  } else {
+    return o_value == R(0) || o_value == R(1);
+  }
+}
+
+template <typename ObsT, typename R>
+__device__ __forceinline__ R observed_value(const ObsT* o, int64_t i) {
+  if constexpr (std::is_same_v<ObsT, uint8_t>) {
+    return o[i] ? R(1) : R(0);
+  } else {
+    return static_cast<R>(load(o, i));
+  }
+}
+
+// Block partials: [term, norm] in the accumulator type, flags as int.
+template <typename Acc>
+struct Partials {
+  Acc* term;
+  Acc* norm;
+  int* invalid;
+};
+
+template <Estimator E, typename T, typename ObsT, bool Pair>
+__global__ void __launch_bounds__(kThreads) propensity_rows(PropensityArrays a, PropensityOptions opt,
+                                                            RowConstants<Compute<T>> c,
+                                                            Partials<typename Accumulator<T>::type> partials) {
+  using R = Compute<T>;
+  using Acc = typename Accumulator<T>::type;
+  const T* f = static_cast<const T*>(a.logits);
+  const T* h = static_cast<const T*>(a.imputed);
+  const T* y = static_cast<const T*>(a.labels);
+  const ObsT* o = static_cast<const ObsT*>(a.observed);
+  const T* p = static_cast<const T*>(a.propensity);
+  T* loss = static_cast<T*>(a.loss);
+  T* df = static_cast<T*>(a.grad_logits);
+  T* dh = static_cast<T*>(a.grad_imputed);
+  const bool per_row = opt.reduction == Reduction::kNone;
+  const bool clamp_rows = per_row && opt.nonnegative;
+
+  Acc sum_term = Acc(0), sum_norm = Acc(0);
+  int invalid = 0;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < opt.n_rows; i += stride) {
+    int bad = 0;
+    R z, hk = R(0), pk = R(1);
+    if constexpr (Pair) {
+      const R f0 = load(f, 2 * i), f1 = load(f, 2 * i + 1);
+      bad |= (finite(f0) && finite(f1)) ? 0 : kBadLogits;
+      z = f0 - f1;
+      if constexpr (E == Estimator::kDr) {
+        const R h0 = load(h, 2 * i), h1 = load(h, 2 * i + 1);
+        bad |= (finite(h0) && finite(h1)) ? 0 : kBadImputed;
+        hk = h0 - h1;
+      }
+    } else {
+      z = load(f, i);
+      if constexpr (E == Estimator::kDr) hk = load(h, i);
+    }
+    bad |= finite(z) ? 0 : kBadLogits;
+    if constexpr (E == Estimator::kDr) bad |= finite(hk) ? 0 : kBadImputed;
+    const R yk = load(y, i);
+    bad |= (yk >= R(0) && yk <= R(1)) ? 0 : kBadLabels;
+    const R ok = observed_value<ObsT, R>(o, i);
+    bad |= valid_observed<ObsT, R>(ok, o[i]) ? 0 : kBadObserved;
+    if constexpr (E != Estimator::kNaive) {
+      pk = load(p, i);
+      bad |= (pk > R(0) && pk <= R(1)) ? 0 : kBadPropensity;
+    }
+    RowResult<R> r = propensity_row<E, R, DeviceMath<T>>(z, yk, ok, pk, hk, c);
+    if (clamp_rows && r.term < R(0)) {
+      r.term = R(0);
+      r.d_logit = R(0);
+      r.d_impute = R(0);
+    }
+    if (bad) r.term = R(NAN);  // visible in the rows of "none" (the flag poisons the reduction)
+    invalid |= bad;
+    sum_term += static_cast<Acc>(r.term);
+    sum_norm += static_cast<Acc>(r.norm);
+    if (per_row) loss[i] = from_value<T>(r.term);
+    if (opt.want_grad) {
+      r.d_logit *= c.grad_prescale;
+      r.d_impute *= c.grad_prescale;
+      if constexpr (Pair) {
+        df[2 * i] = from_value<T>(r.d_logit);
+        df[2 * i + 1] = from_value<T>(-r.d_logit);
+        if constexpr (E == Estimator::kDr) {
+          dh[2 * i] = from_value<T>(r.d_impute);
+          dh[2 * i + 1] = from_value<T>(-r.d_impute);
+        }
+      } else {
+        df[i] = from_value<T>(r.d_logit);
+        if constexpr (E == Estimator::kDr) dh[i] = from_value<T>(r.d_impute);
+      }
+    }
+  }
+
+  // Fixed-order tree reduction within the block.
+  __shared__ Acc s_term[kThreads];
+  __shared__ Acc s_norm[kThreads];
+  __shared__ int s_invalid[kThreads];
+  s_term[threadIdx.x] = sum_term;
+  s_norm[threadIdx.x] = sum_norm;
+  s_invalid[threadIdx.x] = invalid;
+  __syncthreads();
+  for (int width = kThreads / 2; width > 0; width /= 2) {
+    if (threadIdx.x < width) {
+      s_term[threadIdx.x] += s_term[threadIdx.x + width];
+      s_norm[threadIdx.x] += s_norm[threadIdx.x + width];
+      s_invalid[threadIdx.x] |= s_invalid[threadIdx.x + width];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    partials.term[blockIdx.x] = s_term[0];
+    partials.norm[blockIdx.x] = s_norm[0];
+    partials.invalid[blockIdx.x] = s_invalid[0];
+  }
+}
+
+// One block: combine the block partials (double, fixed order) and write loss and grad_scale.
+template <typename T, typename Acc>
+__global__ void __launch_bounds__(kThreads) propensity_finish(PropensityOptions opt, Partials<Acc> partials,
+                                                              int n_blocks, T* loss, T* grad_scale) {
+  __shared__ double s_term[kThreads];
+  __shared__ double s_norm[kThreads];
+  __shared__ int s_invalid[kThreads];
+  double term = 0.0, norm = 0.0;
+  int invalid = 0;
+  for (int b = threadIdx.x; b < n_blocks; b += kThreads) {
+    term += static_cast<double>(partials.term[b]);
+    norm += static_cast<double>(partials.norm[b]);
+    invalid |= partials.invalid[b];
+  }
+  s_term[threadIdx.x] = term;
+  s_norm[threadIdx.x] = norm;
+  s_invalid[threadIdx.x] = invalid;
+  __syncthreads();
+  for (int width = kThreads / 2; width > 0; width /= 2) {
+    if (threadIdx.x < width) {
+      s_term[threadIdx.x] += s_term[threadIdx.x + width];
+      s_norm[threadIdx.x] += s_norm[threadIdx.x + width];
+      s_invalid[threadIdx.x] |= s_invalid[threadIdx.x + width];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x != 0) return;
+  const bool bad = s_invalid[0] != 0;
+  if (opt.reduction == Reduction::kNone) {
+    if (opt.want_grad) *grad_scale = from_value<T>(bad ? NAN : 1.0 / opt.grad_prescale);
+    return;
+  }
+  const Reduced reduced = propensity_reduce(opt, s_term[0], s_norm[0]);
+  *loss = from_value<T>(bad ? NAN : reduced.loss);
+  if (opt.want_grad) *grad_scale = from_value<T>(bad ? NAN : reduced.grad_scale / opt.grad_prescale);
+}
+
+template <Estimator E, typename T, typename ObsT, bool Pair>
+void launch(const PropensityArrays& a, const PropensityOptions& opt, cudaStream_t stream) {
+  using R = Compute<T>;
+  using Acc = typename Accumulator<T>::type;
+  // The grid depends on N only (never on the device), so the reduction order is fixed.
+  const int blocks = blocks_for(opt.n_rows, kThreads, kMaxBlocks);
+  StreamBuffer scratch(static_cast<size_t>(blocks) * (2 * sizeof(Acc) + sizeof(int)), stream);
+  Partials<Acc> partials{scratch.as<Acc>(), scratch.as<Acc>() + blocks,
+                         reinterpret_cast<int*>(scratch.as<Acc>() + 2 * blocks)};
+  const double d = 1.0 - opt.rho10 - opt.rho01;
+  const RowConstants<R> c{static_cast<R>(opt.rho10), static_cast<R>(1.0 / d), static_cast<R>(1.0 - opt.rho01),
+                          static_cast<R>(opt.p_min), static_cast<R>(opt.grad_prescale)};
+  if (opt.n_rows > 0) {
+    propensity_rows<E, T, ObsT, Pair><<<blocks, kThreads, 0, stream>>>(a, opt, c, partials);
+    check(cudaGetLastError(), "propensity_rows launch");
+  }
+  const int finished_blocks = opt.n_rows > 0 ? blocks : 0;
+  propensity_finish<T, Acc><<<1, kThreads, 0, stream>>>(opt, partials, finished_blocks, static_cast<T*>(a.loss),
+                                                        static_cast<T*>(a.grad_scale));
+  check(cudaGetLastError(), "propensity_finish launch");
+}
+
+template <Estimator E, typename T>
+void dispatch_layout(const PropensityArrays& a, const PropensityOptions& opt, cudaStream_t stream) {
+  const bool byte_obs = a.observed_dtype == DType::kBool || a.observed_dtype == DType::kUInt8;
+  if (byte_obs) {
+    if (opt.pairwise) return launch<E, T, uint8_t, true>(a, opt, stream);
+    return launch<E, T, uint8_t, false>(a, opt, stream);
+  }
+  if (opt.pairwise) return launch<E, T, T, true>(a, opt, stream);
+  launch<E, T, T, false>(a, opt, stream);
+}
+
+template <typename T>
+void dispatch_estimator(const PropensityArrays& a, const PropensityOptions& opt, cudaStream_t stream) {
+  switch (opt.estimator) {
+    case Estimator::kNaive: return dispatch_layout<Estimator::kNaive, T>(a, opt, stream);
+    case Estimator::kIps: return dispatch_layout<Estimator::kIps, T>(a, opt, stream);
+    case Estimator::kSnips: return dispatch_layout<Estimator::kSnips, T>(a, opt, stream);
+    case Estimator::kDr: return dispatch_layout<Estimator::kDr, T>(a, opt, stream);
+  }
+}
+
+}  // namespace
+}  // namespace cuda
+
+void propensity_loss_cuda(const PropensityArrays& a, const PropensityOptions& opt, int device, uintptr_t stream_handle) {
+  check_propensity_options(opt, a);
+  cuda::DeviceGuard guard(device);
+  const cudaStream_t stream = cuda::as_stream(stream_handle);
+  switch (a.dtype) {
+    case DType::kFloat32: return cuda::dispatch_estimator<float>(a, opt, stream);
+    case DType::kFloat64: return cuda::dispatch_estimator<double>(a, opt, stream);
+    case DType::kFloat16: return cuda::dispatch_estimator<__half>(a, opt, stream);
+    case DType::kBFloat16: return cuda::dispatch_estimator<__nv_bfloat16>(a, opt, stream);
+    default: require(false, "logits must be float16, bfloat16, float32 or float64 on CUDA");
+  }
+}
+
+}  // namespace fk

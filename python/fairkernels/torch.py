@@ -1,0 +1,75 @@
+"""torch modules over the fairkernels kernels (``import fairkernels.torch`` needs torch).
+
+:class:`CausalRMLoss` is a drop-in loss for reward-model training on observational feedback:
+propensity weighting (naive / ips / snips / dr) plus the noise-aware correction, computed by
+one fused kernel (C++ on the CPU, CUDA on the GPU) with its own backward.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+from torch import nn
+
+from ._propensity_ops import propensity_loss_torch
+from .propensity import PropensityOptions
+
+__all__ = ["CausalRMLoss"]
+
+
+class CausalRMLoss(nn.Module):
+    """Propensity-weighted, noise-aware loss (CausalRM: noise-aware surrogate + ips or dr).
+
+    Args:
+        base: "bce" (pointwise; logits ``[N]``) or "bt" (pairwise Bradley-Terry; logits
+            ``[N, 2]`` = (first, second) response scores with label 1 meaning the first won, or
+            ``[N]`` holding the difference first - second).
+        estimator: "naive" (mean over observed rows), "ips" (sum w l~ / N), "snips"
+            (sum w l~ / sum w) or "dr" (doubly robust; needs ``imputed_logits``), with
+            ``w = observed / max(propensity, p_min)``.
+        rho10: label flip rate P(noisy 1 | clean 0).
+        rho01: label flip rate P(noisy 0 | clean 1) (our order is the paper's: rho10 is the
+            0 -> 1 flip; some public code swaps them).  0, 0 disables the correction; needs
+            1 - rho10 - rho01 > 0.
+        p_min: propensities are clipped below at p_min (weights at most 1 / p_min).
+        reduction: "mean" (the estimator), "sum" (unnormalised sum of row terms) or "none".
+        nonnegative: clamp the reduced loss at 0 with zero gradient when clamped (nnPU-style;
+            keeps a flexible model from driving the corrected risk negative and diverging).
+
+    ``forward(logits, labels, observed, propensity=None, imputed_logits=None)``: labels are the
+    noisy labels in [0, 1] (values on unobserved rows are ignored but must be in [0, 1]),
+    observed is 1 where feedback was given (bool, uint8 or float), propensity is P(observed)
+    in (0, 1] (not needed by "naive").  Gradients flow to ``logits`` and ``imputed_logits``.
+    See :func:`fairkernels.propensity_loss` for the formulas and edge cases.
+    """
+
+    def __init__(
+        self,
+        base: Literal["bce", "bt"] = "bce",
+        estimator: Literal["naive", "ips", "snips", "dr"] = "ips",
+        rho10: float = 0.0,
+        rho01: float = 0.0,
+        p_min: float = 0.1,
+        reduction: Literal["mean", "sum", "none"] = "mean",
+        nonnegative: bool = False,
+    ) -> None:
+        super().__init__()
+        self.options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        observed: torch.Tensor,
+        propensity: Optional[torch.Tensor] = None,
+        imputed_logits: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        return propensity_loss_torch(logits, labels, observed, propensity, imputed_logits, self.options, False)[0]
+
+    def extra_repr(self) -> str:
+        o = self.options
+        return (
+            f"base={o.base!r}, estimator={o.estimator!r}, rho10={o.rho10}, rho01={o.rho01}, p_min={o.p_min}, "
+            f"reduction={o.reduction!r}, nonnegative={o.nonnegative}"
+        )
