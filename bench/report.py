@@ -2,9 +2,9 @@
 
     python bench/report.py results.json
 
-Each benchmark carries extra_info (case, variant, impl, policy); ratios compare medians of the
-same run.  "x faster" = baseline median / fairkernels median; "of floor" = fairkernels median /
-copy-floor median (1.0 = as fast as copying the bytes the kernel must move).
+Each benchmark carries extra_info (family, case, variant, impl, policy); ratios compare the
+medians (or, with --stat min, the minima) of the same run.  "x faster" = baseline / fairkernels;
+"of floor" = fairkernels / copy floor (1.0 = as fast as the memory copy it is compared with).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 from collections import defaultdict
 
 
-def load(path: str) -> tuple[dict, dict]:
+def load(path: str, stat: str = "median") -> tuple[dict, dict]:
     with open(path) as handle:
         report = json.load(handle)
     medians: dict = defaultdict(dict)
@@ -23,7 +23,7 @@ def load(path: str) -> tuple[dict, dict]:
         if "impl" not in info:
             continue
         key = (info.get("family", "advantage"), info["case"], info["variant"], info.get("policy", "fresh"))
-        medians[key][info["impl"]] = bench["stats"]["median"]
+        medians[key][info["impl"]] = bench["stats"][stat]
     return medians, report.get("machine_info", {})
 
 
@@ -53,8 +53,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json_file")
     parser.add_argument("--family", default="advantage")
+    parser.add_argument("--stat", default="median", choices=["median", "min", "mean"],
+                        help="statistic compared (min is the least sensitive to a loaded machine)")
     args = parser.parse_args()
-    medians, machine = load(args.json_file)
+    medians, machine = load(args.json_file, args.stat)
     print(
         f"machine: {machine.get('node', '?')}, {machine.get('cpu', {}).get('brand_raw', '?')}, "
         f"python {machine.get('python_version', '?')}"
