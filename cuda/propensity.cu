@@ -77,6 +77,21 @@ struct Partials {
   int* invalid;
 };
 
+// Fixed-order tree reduction of the block's per-thread sums (shared arrays of kThreads
+// entries, already written by every thread); the totals end in slot 0.  Deterministic.
+template <typename V>
+__device__ __forceinline__ void block_tree_reduce(V* term, V* norm, int* invalid) {
+  __syncthreads();
+  for (int width = kThreads / 2; width > 0; width /= 2) {
+    if (threadIdx.x < width) {
+      term[threadIdx.x] += term[threadIdx.x + width];
+      norm[threadIdx.x] += norm[threadIdx.x + width];
+      invalid[threadIdx.x] |= invalid[threadIdx.x + width];
+    }
+    __syncthreads();
+  }
+}
+
 template <Estimator E, typename T, typename ObsT, bool Pair>
 __global__ void __launch_bounds__(kThreads) propensity_rows(PropensityArrays a, PropensityOptions opt,
                                                             RowConstants<Compute<T>> c,
@@ -158,15 +173,7 @@ __global__ void __launch_bounds__(kThreads) propensity_rows(PropensityArrays a, 
   s_term[threadIdx.x] = sum_term;
   s_norm[threadIdx.x] = sum_norm;
   s_invalid[threadIdx.x] = invalid;
-  __syncthreads();
-  for (int width = kThreads / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width) {
-      s_term[threadIdx.x] += s_term[threadIdx.x + width];
-      s_norm[threadIdx.x] += s_norm[threadIdx.x + width];
-      s_invalid[threadIdx.x] |= s_invalid[threadIdx.x + width];
-    }
-    __syncthreads();
-  }
+  block_tree_reduce(s_term, s_norm, s_invalid);
   if (threadIdx.x == 0) {
     partials.term[blockIdx.x] = s_term[0];
     partials.norm[blockIdx.x] = s_norm[0];
@@ -191,15 +198,7 @@ __global__ void __launch_bounds__(kThreads) propensity_finish(PropensityOptions 
   s_term[threadIdx.x] = term;
   s_norm[threadIdx.x] = norm;
   s_invalid[threadIdx.x] = invalid;
-  __syncthreads();
-  for (int width = kThreads / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width) {
-      s_term[threadIdx.x] += s_term[threadIdx.x + width];
-      s_norm[threadIdx.x] += s_norm[threadIdx.x + width];
-      s_invalid[threadIdx.x] |= s_invalid[threadIdx.x + width];
-    }
-    __syncthreads();
-  }
+  block_tree_reduce(s_term, s_norm, s_invalid);
   if (threadIdx.x != 0) return;
   const bool bad = s_invalid[0] != 0;
   if (opt.reduction == Reduction::kNone) {
