@@ -57,6 +57,16 @@ def _numpy_dtype_name(dtype: Any) -> str:
     return name
 
 
+_TORCH_DTYPE_NAMES: dict = {}
+
+
+def _torch_dtype_name(dtype: Any) -> str:
+    name = _TORCH_DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _TORCH_DTYPE_NAMES[dtype] = str(dtype).replace("torch.", "")
+    return name
+
+
 @dataclass(frozen=True)
 class ArrayView:
     """What the dispatch layer needs to know about one array argument."""
@@ -94,7 +104,7 @@ def view(x: Any, name: str) -> ArrayView:
             raise TypeError(f"{name}: torch tensors on {x.device.type} are not supported (cpu or cuda only)")
         return ArrayView(
             x, name, "torch", "cuda" if on_cuda else "cpu", x.device.index if on_cuda else -1,
-            str(x.dtype).replace("torch.", ""), tuple(x.shape), tuple(x.stride()), x.data_ptr(),
+            _torch_dtype_name(x.dtype), tuple(x.shape), x.stride(), x.data_ptr(),
         )
     if library == "cupy":
         itemsize = x.dtype.itemsize

@@ -93,19 +93,23 @@ def _detached(x: Optional[torch.Tensor], name: str) -> Optional[torch.Tensor]:
     return x.detach()
 
 
-def group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, options_tuple, out):
+def group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, options_tuple, out,
+                     want_signal=True):
     """Calls the custom op; options_tuple = (likelihood, beta_rank, ties, baseline, scale,
-    unbiased, eps, singleton), validated by the op itself (also under torch.compile)."""
+    unbiased, eps, singleton), validated by the op itself (also under torch.compile).  Eager
+    calls skip the signal flags unless asked for (want_signal)."""
+    if not torch.compiler.is_compiling():
+        # Eager calls skip the op dispatcher (tens of microseconds per call): the op exists
+        # for tracing, and both paths run the same kernel on the same arguments.  The kernel
+        # reads raw memory, so nothing is recorded for autograd either way.
+        options = validated_options(*options_tuple)
+        return compute_group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, options, out,
+                                        want_signal)
     inputs = (
         _detached(rewards, "rewards"), group_size, _detached(group_ids, "group_ids"),
         _detached(seq_logp, "seq_logp"), _detached(token_logp, "token_logp"), _detached(mask, "mask"),
         *options_tuple,
     )
-    if not torch.compiler.is_compiling():
-        # Eager calls skip the op dispatcher (tens of microseconds per call): the op exists
-        # for tracing, and both paths run the same kernel on the same arguments.
-        options = validated_options(*options_tuple)
-        return compute_group_advantages(*inputs[:6], options, out)
     if out is None:
         return torch.ops.fairkernels.group_advantages(*inputs)
     signal = torch.ops.fairkernels.group_advantages_out(*inputs, out)

@@ -147,7 +147,7 @@ def group_advantages(
         from . import _torch_ops
 
         result, signal = _torch_ops.group_advantages(
-            rewards, group_size, group_ids, seq_logp, token_logp, mask, raw_options, out
+            rewards, group_size, group_ids, seq_logp, token_logp, mask, raw_options, out, return_signal
         )
     else:
         options = validated_options(*raw_options)
