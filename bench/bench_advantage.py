@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import fairkernels
+from cuda_timing import synchronized
 
 N, G, T, BETA = 65_536, 16, 1_024, 0.25
 EPS = 1e-6
@@ -234,15 +235,6 @@ def test_token_memory_floor(benchmark, case, policy):
 @pytest.fixture(scope="module")
 def cuda_data(data):
     return {k: v.cuda() for k, v in data.items() if k != "mask_float"}
-
-
-def synchronized(fn, *args, **kwargs):
-    def run():
-        result = fn(*args, **kwargs)
-        torch.cuda.synchronize()
-        return result
-
-    return run
 
 
 @pytest.mark.cuda

@@ -20,6 +20,7 @@ import time
 import numpy as np
 import pytest
 
+from cuda_timing import synchronized
 from fairkernels.bandits import GridBounds, run_episodes
 from fairkernels.envs.synthetic import make_table
 
@@ -176,17 +177,6 @@ def test_episode_python_loop(benchmark):
 GPU_B, GPU_T = 65_536, 200
 
 
-def _synchronized(fn, *args, **kwargs):
-    import torch
-
-    def run():
-        result = fn(*args, **kwargs)
-        torch.cuda.synchronize()
-        return result
-
-    return run
-
-
 @pytest.mark.cuda
 @pytest.mark.parametrize("impl", ["fairkernels", "cpu_kernel"])
 def test_cuda_episode(benchmark, impl):
@@ -219,7 +209,7 @@ def test_cuda_round(benchmark, impl):
     benchmark.group = "bandits-cuda-round"
     benchmark.extra_info.update(family="bandits-cuda", case="round", variant=f"B{B}-K{K}-M{M}", impl=impl,
                                 policy="fresh")
-    fn = _synchronized(fk_round, state, obs) if like is not None else (lambda: fk_round(state, obs))
+    fn = synchronized(fk_round, state, obs) if like is not None else (lambda: fk_round(state, obs))
     benchmark(fn)
 
 

@@ -22,6 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cuda_timing import synchronized
 from fairkernels.torch import CausalRMLoss
 
 N = 4_194_304
@@ -72,14 +73,6 @@ def tag(benchmark, impl: str, family: str = "propensity", variant: str = "float3
     benchmark.group = f"{family}-dr-noise-4M"
     benchmark.extra_info.update(family=family, case="dr+noise N=4194304 fwd+bwd", variant=variant, impl=impl,
                                 policy="fresh")
-
-
-def synchronized(fn):
-    def run(*args):
-        fn(*args)
-        torch.cuda.synchronize()
-
-    return run
 
 
 @pytest.fixture(scope="module")

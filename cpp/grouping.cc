@@ -49,13 +49,6 @@ int64_t dense_ids_hashed(const int64_t* ids, int64_t n, std::vector<int64_t>& de
 
 }  // namespace
 
-int64_t Grouping::max_size() const {
-  if (fixed_size) return fixed_size;
-  int64_t best = 0;
-  for (int64_t g = 0; g < n_groups; ++g) best = std::max(best, size(g));
-  return best;
-}
-
 Grouping fixed_grouping(int64_t n_rows, int64_t group_size) {
   Grouping grouping;
   grouping.fixed_size = group_size;

@@ -20,7 +20,6 @@ struct Grouping {
 
   int64_t size(int64_t g) const { return fixed_size ? fixed_size : start[g + 1] - start[g]; }
   int64_t row(int64_t g, int64_t j) const { return fixed_size ? g * fixed_size + j : rows[start[g] + j]; }
-  int64_t max_size() const;
 };
 
 Grouping fixed_grouping(int64_t n_rows, int64_t group_size);

@@ -190,8 +190,9 @@ def _allowed_floats(r: ArrayView) -> tuple[str, ...]:
 
 
 def check_arrays(rewards, group_size, group_ids, seq_logp, token_logp, mask, options: AdvantageOptions) -> _Checked:
-    """Validates shapes, dtypes and devices; converts only where documented.  Shared by the
-    eager path and the torch fake (meta) implementation, so both reject the same inputs."""
+    """Validates shapes, dtypes and devices; converts only where documented.  Used by every
+    real call (numpy, CuPy, torch eager and the torch op); the op's fake implementation checks
+    the shapes it needs (_torch_ops._advantage_output_shape)."""
     r = _arrays.view(rewards, "rewards")
     if len(r.shape) != 1:
         raise ValueError(f"rewards must be 1-D [N], got shape {r.shape}")
