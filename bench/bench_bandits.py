@@ -182,13 +182,15 @@ GPU_B, GPU_T = 65_536, 200
 def test_cuda_episode(benchmark, impl):
     """Fused synthetic episode, B = 65,536 OFS learners (T = 200 to keep the CPU run short);
     run_episodes copies the traces back to the host in both cases."""
+    import torch
+
     env = make_table(grid=EP_K, cohort=EP_N)
     benchmark.group = "bandits-cuda-episode"
     benchmark.extra_info.update(family="bandits-cuda", case="episode", variant=f"B{GPU_B}-T{GPU_T}-K{EP_K}",
                                 impl=impl, policy="fresh")
-    device = "cuda" if impl == "fairkernels" else "cpu"
+    like = torch.zeros(0, device="cuda") if impl == "fairkernels" else None
     benchmark.pedantic(run_episodes, args=(env, ["ofs"] * GPU_B),
-                       kwargs=dict(n_rounds=GPU_T, seed=0, n_buckets=10, device=device), rounds=3, iterations=1)
+                       kwargs=dict(n_rounds=GPU_T, seed=0, n_buckets=10, like=like), rounds=3, iterations=1)
 
 
 @pytest.mark.cuda

@@ -1,12 +1,15 @@
 // Helpers shared by the pybind11 modules of the CPU core and of the CUDA core.
-// Arrays cross the boundary as raw addresses (uintptr_t) with dtype codes; the Python layer
-// (python/fairkernels/_arrays.py) owns the arrays and keeps them alive during the call.
+//
+// The kernels' argument structs (advantage.h, propensity.h, bandits.h) are bound once, as typed
+// Python classes, by the CPU module _core; the CUDA module imports _core and takes the same
+// classes, so no field name or enum code is written twice and a misspelt field is an
+// AttributeError at once.  Arrays cross the boundary as raw addresses (uintptr_t); the Python
+// layer (python/fairkernels/_arrays.py) owns the arrays and keeps them alive during the call.
 #pragma once
 
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
-#include <string>
 
 #include "common.h"
 
@@ -14,17 +17,20 @@ namespace fk {
 
 namespace py = pybind11;
 
-template <typename T>
-T get_arg(const py::dict& args, const char* key) {
-  if (!args.contains(key)) throw std::invalid_argument(std::string("missing kernel argument: ") + key);
-  return args[key].cast<T>();
+// A pointer member exposed to Python as an integer address (0 = nullptr).
+template <typename Class, typename T>
+void def_address(py::class_<Class>& cls, const char* name, T* Class::*member) {
+  cls.def_property(
+      name, [member](const Class& c) { return reinterpret_cast<uintptr_t>(c.*member); },
+      [member](Class& c, uintptr_t address) {
+        c.*member = reinterpret_cast<T*>(address);  // NOLINT(performance-no-int-to-ptr)
+      });
 }
 
-template <typename T>
-T* get_pointer(const py::dict& args, const char* key) {
-  return reinterpret_cast<T*>(get_arg<uintptr_t>(args, key));
-}
-
-inline DType get_dtype(const py::dict& args, const char* key) { return static_cast<DType>(get_arg<int>(args, key)); }
+// The struct types of each family, registered in _core (one call each from module.cc).
+void bind_common_types(py::module_& m);
+void bind_advantage_types(py::module_& m);
+void bind_propensity_types(py::module_& m);
+void bind_bandits_types(py::module_& m);
 
 }  // namespace fk

@@ -1,19 +1,18 @@
+// pybind11 glue of the CUDA advantage kernel; the argument types are bound by _core.
 #include "advantage.cuh"
-#include "advantage_binding.h"
+#include "binding_util.h"
 
 namespace fk {
 
 void bind_advantage_cuda(py::module_& m) {
   m.def(
       "group_advantages",
-      [](const py::dict& args) {
-        const auto [arrays, options] = advantage_call_from_dict(args);
-        const int device = get_arg<int>(args, "device");
-        const uintptr_t stream = get_arg<uintptr_t>(args, "stream");
+      [](AdvantageArrays arrays, AdvantageOptions options, int device, uintptr_t stream) {
         py::gil_scoped_release no_gil;
         group_advantages_cuda(arrays, options, device, stream);
       },
-      py::arg("args"), "Group-relative advantages on CUDA (see fairkernels.group_advantages).");
+      py::arg("arrays"), py::arg("options"), py::arg("device"), py::arg("stream"),
+      "Group-relative advantages on CUDA, on the given stream (see fairkernels.group_advantages).");
 }
 
 }  // namespace fk

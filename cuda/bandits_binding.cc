@@ -1,43 +1,33 @@
-// pybind11 glue of the CUDA bandits kernels (bandits.cu); same argument dicts as the CPU module
-// plus "device" and "stream" (the caller's current stream).
-#include "bandits_binding.h"
+// pybind11 glue of the CUDA bandits kernels (bandits.cu); the argument types are bound by _core.
+// Each kernel takes the caller's device and current stream after the CPU arguments.
+#include "bandits.h"
+#include "binding_util.h"
 
 namespace fk {
 
 void bind_bandits_cuda(py::module_& m) {
   m.def(
       "bandit_update",
-      [](const py::dict& args) {
-        const BanditState s = bandit_state_from_dict(args);
-        const UpdateArgs a = update_args_from_dict(args);
-        const int device = get_arg<int>(args, "device");
-        const uintptr_t stream = get_arg<uintptr_t>(args, "stream");
+      [](BanditState state, UpdateArgs args, int device, uintptr_t stream) {
         py::gil_scoped_release no_gil;
-        bandit_update_cuda(s, a, device, stream);
+        bandit_update_cuda(state, args, device, stream);
       },
-      py::arg("args"), "Adds one observation per learner on CUDA; errors are reported in status.");
+      py::arg("state"), py::arg("args"), py::arg("device"), py::arg("stream"),
+      "Adds one observation per learner on CUDA; errors are reported in status.");
   m.def(
       "bandit_select",
-      [](const py::dict& args) {
-        const BanditState s = bandit_state_from_dict(args);
-        const SelectArgs a = select_args_from_dict(args);
-        const int device = get_arg<int>(args, "device");
-        const uintptr_t stream = get_arg<uintptr_t>(args, "stream");
+      [](BanditState state, SelectArgs args, int device, uintptr_t stream) {
         py::gil_scoped_release no_gil;
-        bandit_select_cuda(s, a, device, stream);
+        bandit_select_cuda(state, args, device, stream);
       },
-      py::arg("args"), "Bounds and selection rule on CUDA.");
+      py::arg("state"), py::arg("args"), py::arg("device"), py::arg("stream"), "Bounds and selection rule on CUDA.");
   m.def(
       "bandit_episode",
-      [](const py::dict& args) {
-        const EnvTable e = env_table_from_dict(args);
-        const EpisodeArgs a = episode_args_from_dict(args);
-        const int device = get_arg<int>(args, "device");
-        const uintptr_t stream = get_arg<uintptr_t>(args, "stream");
+      [](EnvTable env, EpisodeArgs args, int device, uintptr_t stream) {
         py::gil_scoped_release no_gil;
-        bandit_episode_cuda(e, a, device, stream);
+        bandit_episode_cuda(env, args, device, stream);
       },
-      py::arg("args"), "Fused closed-loop episodes on CUDA.");
+      py::arg("env"), py::arg("args"), py::arg("device"), py::arg("stream"), "Fused closed-loop episodes on CUDA.");
 }
 
 }  // namespace fk

@@ -1,4 +1,5 @@
-// The CUDA module fairkernels._cuda: one bind_*_cuda function per kernel family.
+// The CUDA module fairkernels._cuda: one bind_*_cuda function per kernel family, over the
+// argument types bound by _core.
 // Compiled by the host compiler; kernels live in the .cu files (a static library).
 #include <cuda_runtime.h>
 #include <pybind11/pybind11.h>
@@ -14,6 +15,9 @@ void bind_bandits_cuda(pybind11::module_& m);
 
 PYBIND11_MODULE(_cuda, m) {
   m.doc() = "fairkernels CUDA kernels.";
+  // The argument types (AdvantageArrays, PropensityOptions, ...) are bound once, by _core;
+  // importing it registers them for this module too (pybind11 shares types across modules).
+  pybind11::module_::import("fairkernels._core");
   m.def(
       "device_count",
       []() -> std::pair<int, std::string> {

@@ -1,19 +1,18 @@
-// pybind11 glue of the CUDA propensity kernel (compiled by the host compiler).
-#include "propensity_binding.h"
+// pybind11 glue of the CUDA propensity kernel; the argument types are bound by _core.
+#include "binding_util.h"
+#include "propensity.h"
 
 namespace fk {
 
 void bind_propensity_cuda(py::module_& m) {
   m.def(
       "propensity_loss",
-      [](const py::dict& args) {
-        const auto [arrays, options] = propensity_call_from_dict(args);
-        const int device = get_arg<int>(args, "device");
-        const uintptr_t stream = get_arg<uintptr_t>(args, "stream");
+      [](PropensityArrays arrays, PropensityOptions options, int device, uintptr_t stream) {
         py::gil_scoped_release no_gil;
         propensity_loss_cuda(arrays, options, device, stream);
       },
-      py::arg("args"), "Propensity-weighted, noise-aware loss on CUDA (see fairkernels.propensity_loss).");
+      py::arg("arrays"), py::arg("options"), py::arg("device"), py::arg("stream"),
+      "Propensity-weighted, noise-aware loss on CUDA, on the given stream (see fairkernels.propensity_loss).");
 }
 
 }  // namespace fk

@@ -287,14 +287,14 @@ def test_bit_identical_whatever_the_thread_count(monkeypatch):
         (dict(), ValueError, "exactly one of group_size and group_ids"),
         (dict(group_size=4, group_ids=np.zeros(8, int)), ValueError, "exactly one"),
         (dict(group_size=3), ValueError, "does not divide"),
-        (dict(group_size=0), ValueError, "group_size must be positive"),
+        (dict(group_size=0), ValueError, "group_size must be >= 1"),
         (dict(group_size=2.0), TypeError, "group_size must be an int"),
         (dict(group_ids=np.zeros(7, int)), ValueError, "group_ids must have shape"),
         (dict(group_ids=np.zeros(8)), TypeError, "group_ids must have an integer dtype"),
         (dict(group_size=4, beta_rank=0.25), ValueError, "needs seq_logp or token_logp"),
         (dict(group_size=4, token_logp=np.zeros((8, 3))), ValueError, "token_logp needs mask"),
-        (dict(group_size=4, token_logp=np.zeros((8, 3)), mask=np.ones((8, 4), bool)), ValueError, "mask has shape"),
-        (dict(group_size=4, mask=np.ones((7, 4), bool)), ValueError, "mask must have shape"),
+        (dict(group_size=4, token_logp=np.zeros((8, 3)), mask=np.ones((8, 4), bool)), ValueError, "mask must have shape"),
+        (dict(group_size=4, mask=np.ones((7, 4), bool)), ValueError, "mask must have shape \\["),
         (
             dict(group_size=4, seq_logp=np.zeros(8), token_logp=np.zeros((8, 2)), mask=np.ones((8, 2))),
             ValueError,
@@ -309,7 +309,7 @@ def test_bit_identical_whatever_the_thread_count(monkeypatch):
         (dict(group_size=4, beta_rank=float("nan")), ValueError, "beta_rank must be finite"),
         (dict(group_size=4, unbiased=1), TypeError, "unbiased must be a bool"),
         (dict(group_size=4, out=np.zeros(8, np.float32)), ValueError, "out must have shape"),
-        (dict(group_size=4, seq_logp=np.zeros(8, np.int64), beta_rank=0.1), TypeError, "seq_logp must have dtype"),
+        (dict(group_size=4, seq_logp=np.zeros(8, np.int64), beta_rank=0.1), TypeError, "seq_logp must have a float"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, error, match):
@@ -495,7 +495,7 @@ def test_cuda_requested_without_gpu_is_a_clear_error():
     from fairkernels._backend import kernels_for
 
     # What the dispatch layer sees for a CUDA array (none can be made on a machine without a GPU).
-    on_gpu = ArrayView(None, "rewards", "cupy", "cuda", 0, "float32", (4,), (1,), 0)
+    on_gpu = ArrayView(None, "rewards", "cupy", "cuda", 0, "float32", (4,), (4,), 4, 0)
     with pytest.raises(fairkernels.CudaUnavailableError, match="rewards is on a CUDA device"):
         kernels_for(on_gpu)
 

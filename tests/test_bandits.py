@@ -264,11 +264,12 @@ def test_ofs_violates_less_than_ucb_on_synthetic():
 
 @pytest.mark.cuda
 def test_cuda_episode_matches_cpu():
+    torch = pytest.importorskip("torch")
     env = synthetic_table(K=31)
     rules = ["ofs", "ucb", "primal_dual", "fixed"] * 8
     kwargs = dict(fixed_arms=[12] * 32, n_rounds=500, seed=11, n_buckets=20)
     cpu = run_episodes(env, rules, **kwargs)
-    gpu = run_episodes(env, rules, device="cuda", **kwargs)
+    gpu = run_episodes(env, rules, like=torch.zeros(0, device="cuda"), **kwargs)
     np.testing.assert_array_equal(gpu.pulls, cpu.pulls)
     np.testing.assert_allclose(gpu.reward, cpu.reward, rtol=0, atol=1e-9)
     np.testing.assert_allclose(gpu.final_share, cpu.final_share, rtol=0, atol=1e-12)

@@ -1,13 +1,13 @@
-"""Which compiled modules are present, and which one runs a call."""
+"""Which compiled module runs a call, and the one launch helper every entry point uses."""
 
 from __future__ import annotations
 
 import functools
 from types import ModuleType
-from typing import Any
+from typing import Any, Optional
 
 from . import _core  # the CPU module is always built
-from ._arrays import ArrayView
+from ._arrays import ArrayView, current_stream
 
 
 class CudaUnavailableError(RuntimeError):
@@ -15,7 +15,7 @@ class CudaUnavailableError(RuntimeError):
 
 
 @functools.cache
-def _cuda_module() -> tuple[ModuleType | None, str]:
+def _cuda_module() -> tuple[Optional[ModuleType], str]:
     """The CUDA module and, when it is missing, why."""
     try:
         from . import _cuda  # type: ignore[attr-defined]
@@ -51,11 +51,14 @@ def kernels_for(v: ArrayView) -> ModuleType:
     return module
 
 
-def cuda_call_arguments(v: ArrayView) -> dict[str, Any]:
-    """Device and stream entries added to a kernel call on CUDA: the caller's current stream."""
-    from ._arrays import current_stream
-
-    return {"device": v.device_index, "stream": current_stream(v)} if v.on_cuda else {}
+def launch(kernel: str, place: ArrayView, *arguments: Any) -> None:
+    """Runs ``kernel`` of the module for arrays living where ``place`` lives.  CUDA kernels
+    also get the device and the caller's current stream on it (no synchronisation)."""
+    function = getattr(kernels_for(place), kernel)
+    if place.on_cuda:
+        function(*arguments, place.device_index, current_stream(place))
+    else:
+        function(*arguments)
 
 
 def build_info() -> dict[str, Any]:

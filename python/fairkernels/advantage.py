@@ -9,35 +9,15 @@ the C++ kernel (cpp/advantage.cc); CUDA torch tensors and CuPy arrays run on the
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Tuple, Union
 
-from . import _arrays
+from . import _arrays, _core
 from ._arrays import ArrayView
-from ._backend import cuda_call_arguments, kernels_for
+from ._backend import launch
+from ._options import boolean, choice, enum_value, integer, real
 
 Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
-
-_LIKELIHOOD_CODES = {"none": 0, "sequence": 1, "mean": 2, "sum": 3}
-_SCALE_CODES = {"group": 0, "batch": 1, "none": 2}
-
-
-def _choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    return value
-
-
-def _finite_float(value: Any, name: str, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or (minimum is not None and value < minimum):
-        bound = "" if minimum is None else f" and >= {minimum}"
-        raise ValueError(f"{name} must be finite{bound}, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -54,15 +34,14 @@ class AdvantageOptions:
     singleton: str = "zero"
 
     def __post_init__(self) -> None:
-        _choice(self.likelihood, "likelihood", ("mean", "sum"))
-        _choice(self.ties, "ties", ("average", "first"))
-        _choice(self.baseline, "baseline", ("mean", "loo"))
-        _choice(self.scale, "scale", ("group", "batch", "none"))
-        _choice(self.singleton, "singleton", ("zero", "raw"))
-        if not isinstance(self.unbiased, bool):
-            raise TypeError(f"unbiased must be a bool, got {type(self.unbiased).__name__}")
-        object.__setattr__(self, "beta_rank", _finite_float(self.beta_rank, "beta_rank"))
-        object.__setattr__(self, "eps", _finite_float(self.eps, "eps", minimum=0.0))
+        choice(self.likelihood, "likelihood", ("mean", "sum"))
+        choice(self.ties, "ties", ("average", "first"))
+        choice(self.baseline, "baseline", ("mean", "loo"))
+        enum_value(_core.Scale, self.scale, "scale")
+        choice(self.singleton, "singleton", ("zero", "raw"))
+        boolean(self.unbiased, "unbiased")
+        object.__setattr__(self, "beta_rank", real(self.beta_rank, "beta_rank"))
+        object.__setattr__(self, "eps", real(self.eps, "eps", 0.0))
 
 
 @functools.lru_cache(maxsize=256, typed=True)  # typed: 1 and True are different options
@@ -159,7 +138,7 @@ def group_advantages(
 
 @dataclass(frozen=True)
 class _Checked:
-    """Validated array views of one call, ready for the kernel."""
+    """The array arguments of one call, as the kernel takes them."""
 
     rewards: ArrayView
     group_ids: Optional[ArrayView]
@@ -174,116 +153,109 @@ class _Checked:
         n = self.rewards.shape[0]
         return (n, self.n_tokens) if self.mask is not None else (n,)
 
-
-def _check_group_size(group_size: Any, n: int) -> int:
-    if isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral):
-        raise TypeError(f"group_size must be an int, got {type(group_size).__name__}")
-    if group_size <= 0:
-        raise ValueError(f"group_size must be positive, got {group_size}")
-    if n % group_size:
-        raise ValueError(f"group_size={group_size} does not divide the number of rewards ({n})")
-    return int(group_size)
+    @property
+    def inputs(self) -> tuple[Optional[ArrayView], ...]:
+        return (self.rewards, self.group_ids, self.seq_logp, self.token_logp, self.mask)
 
 
-def _allowed_floats(r: ArrayView) -> tuple[str, ...]:
+def _float_dtypes(r: ArrayView) -> tuple[str, ...]:
     return _arrays.FLOAT_DTYPES if r.on_cuda else _arrays.CPU_FLOAT_DTYPES
 
 
 def check_arrays(rewards, group_size, group_ids, seq_logp, token_logp, mask, options: AdvantageOptions) -> _Checked:
-    """Validates shapes, dtypes and devices; converts only where documented.  Used by every
-    real call (numpy, CuPy, torch eager and the torch op); the op's fake implementation checks
-    the shapes it needs (_torch_ops._advantage_output_shape)."""
+    """Every array argument through the input layer (_arrays.take): as is, copied once, or a
+    clear error.  Used by every real call (numpy, CuPy, torch eager and the torch op); the op's
+    fake implementation checks the shapes it needs (_torch_ops._advantage_output_shape)."""
     r = _arrays.view(rewards, "rewards")
-    if len(r.shape) != 1:
-        raise ValueError(f"rewards must be 1-D [N], got shape {r.shape}")
-    if r.dtype not in _allowed_floats(r):
-        raise TypeError(f"rewards must have dtype {' or '.join(_allowed_floats(r))} here, got {r.dtype}")
+    r = _arrays.accept(r, shape=(None,), dtypes=_float_dtypes(r))
     n = r.shape[0]
+    rows = f" (one per reward: N = {n})"
     if (group_size is None) == (group_ids is None):
         raise ValueError("give exactly one of group_size and group_ids")
     ids = None
     if group_ids is not None:
-        ids = _row_vector(group_ids, "group_ids", r)
-        if not ids.dtype.startswith(("int", "uint")):
-            raise TypeError(f"group_ids must have an integer dtype, got {ids.dtype}")
-        ids = _arrays.astype(ids, "int64")
+        ids = _arrays.take(group_ids, "group_ids", like=r, shape=(n,), dtypes=("int64",), convert={"int": "int64"},
+                           context=rows)
         group_size = 0
     else:
-        group_size = _check_group_size(group_size, n)
+        group_size = integer(group_size, "group_size", 1)
+        if n % group_size:
+            raise ValueError(f"group_size={group_size} does not divide the number of rewards ({n})")
     if seq_logp is not None and token_logp is not None:
         raise ValueError("give at most one of seq_logp and token_logp")
+    same_float = {"float": r.dtype}
     seq = None
     if seq_logp is not None:
-        seq = _row_vector(seq_logp, "seq_logp", r)
-        _require_float(seq, r)
-        seq = _arrays.astype(seq, r.dtype)
+        seq = _arrays.take(seq_logp, "seq_logp", like=r, shape=(n,), dtypes=(r.dtype,), convert=same_float,
+                           context=rows)
     tok = msk = None
     n_tokens = 0
     if token_logp is not None:
         if mask is None:
             raise ValueError("token_logp needs mask: the log-probs are reduced over the response tokens")
-        tok = _row_matrix(token_logp, "token_logp", r)
-        _require_float(tok, r)
+        tok = _arrays.take(token_logp, "token_logp", like=r, shape=(n, None), dtypes=_float_dtypes(r),
+                           convert=same_float, layout="rows", context=f" ([N, T] with N = {n} rewards)")
         n_tokens = tok.shape[1]
     if mask is not None:
-        msk = _row_matrix(mask, "mask", r)
-        if tok is not None and msk.shape != tok.shape:
-            raise ValueError(f"mask has shape {msk.shape} but token_logp has shape {tok.shape}")
-        if msk.dtype not in ("bool", "uint8"):
-            _require_float(msk, r)
-            msk = _arrays.inner_contiguous(_arrays.astype(msk, r.dtype) if msk.dtype != r.dtype else msk)
+        tokens = tok.shape[1] if tok is not None else None
+        msk = _arrays.take(mask, "mask", like=r, shape=(n, tokens), dtypes=("bool", "uint8", r.dtype),
+                           convert={"float": r.dtype, "int": "bool"}, layout="rows",
+                           context=f" ([N, T] with N = {n} rewards" + (", T of token_logp)" if tok else ")"))
         n_tokens = msk.shape[1]
     if options.beta_rank != 0.0 and seq is None and tok is None:
         raise ValueError("beta_rank != 0 needs seq_logp or token_logp to rank the samples")
     return _Checked(r, ids, group_size, seq, tok, msk, n_tokens)
 
 
-def _row_vector(x: Any, name: str, r: ArrayView) -> ArrayView:
-    v = _arrays.view(x, name)
-    _arrays.same_place(r, v)
-    if v.shape != r.shape:
-        raise ValueError(f"{name} must have shape {r.shape} like rewards, got {v.shape}")
-    return _arrays.contiguous(v)
-
-
-def _row_matrix(x: Any, name: str, r: ArrayView) -> ArrayView:
-    v = _arrays.view(x, name)
-    _arrays.same_place(r, v)
-    if len(v.shape) != 2 or v.shape[0] != r.shape[0]:
-        raise ValueError(f"{name} must have shape [N, T] with N = {r.shape[0]} (rewards), got {v.shape}")
-    return _arrays.inner_contiguous(v)
-
-
-def _require_float(v: ArrayView, r: ArrayView) -> None:
-    if v.dtype not in _allowed_floats(r):
-        raise TypeError(f"{v.name} must have dtype {' or '.join(_allowed_floats(r))} here, got {v.dtype}")
-
-
-def _prepare_out(out: Any, checked: _Checked) -> ArrayView:
-    r = checked.rewards
-    if out is None:
-        return _arrays.empty(r, checked.output_shape, r.dtype, "out")
-    o = _arrays.view(out, "out")
-    _arrays.same_place(r, o)
-    if o.shape != checked.output_shape or o.dtype != r.dtype:
-        raise ValueError(f"out must have shape {checked.output_shape} and dtype {r.dtype}, got {o.shape} {o.dtype}")
-    last_stride_ok = len(o.shape) == 1 and (o.strides[0] == 1 or o.shape[0] <= 1)
-    last_stride_ok |= len(o.shape) == 2 and (o.strides[1] == 1 or o.shape[1] <= 1)
-    if not last_stride_ok:
-        raise ValueError("out must be contiguous in its last dimension (rows may be strided)")
-    return o
-
-
 def _row_stride(v: Optional[ArrayView]) -> int:
-    return v.strides[0] if v is not None and len(v.shape) == 2 else 0
+    return v.strides[0] if v is not None and len(v.shape) == 2 and v.strides is not None else 0
 
 
-def _likelihood_code(checked: _Checked, options: AdvantageOptions) -> int:
+def _address(v: Optional[ArrayView]) -> int:
+    return v.address if v is not None else 0
+
+
+def _likelihood(checked: _Checked, options: AdvantageOptions) -> Any:
     if options.beta_rank == 0.0:
-        return _LIKELIHOOD_CODES["none"]
+        return _core.Likelihood.none
     if checked.seq_logp is not None:
-        return _LIKELIHOOD_CODES["sequence"]
-    return _LIKELIHOOD_CODES[options.likelihood]
+        return _core.Likelihood.sequence
+    return _core.Likelihood.__members__[options.likelihood]
+
+
+def _kernel_arguments(checked: _Checked, options: AdvantageOptions, out: ArrayView, signal: Optional[ArrayView],
+                      streaming: bool) -> tuple[Any, Any]:
+    """The kernel's typed argument structs (cpp/advantage.h), filled field by field."""
+    a = _core.AdvantageArrays()
+    a.rewards = checked.rewards.address
+    a.group_ids = _address(checked.group_ids)
+    a.seq_logp = _address(checked.seq_logp)
+    a.token_logp = _address(checked.token_logp)
+    a.mask = _address(checked.mask)
+    a.out = out.address
+    a.row_has_signal = _address(signal)
+    a.out_dtype = _arrays.DTYPES[out.dtype]
+    if checked.token_logp is not None:
+        a.logp_dtype = _arrays.DTYPES[checked.token_logp.dtype]
+    if checked.mask is not None:
+        a.mask_dtype = _arrays.DTYPES[checked.mask.dtype]
+    o = _core.AdvantageOptions()
+    o.n_rows = checked.rewards.shape[0]
+    o.group_size = checked.group_size
+    o.likelihood = _likelihood(checked, options)
+    o.beta_rank = options.beta_rank
+    o.ties_average = options.ties == "average"
+    o.baseline_loo = options.baseline == "loo"
+    o.scale = _core.Scale.__members__[options.scale]
+    o.unbiased = options.unbiased
+    o.eps = options.eps
+    o.singleton_raw = options.singleton == "raw"
+    o.n_tokens = checked.n_tokens
+    o.logp_row_stride = _row_stride(checked.token_logp)
+    o.mask_row_stride = _row_stride(checked.mask)
+    o.out_row_stride = _row_stride(out)
+    o.streaming_stores = streaming
+    return a, o
 
 
 def compute_group_advantages(
@@ -293,40 +265,12 @@ def compute_group_advantages(
     """Validates, allocates and runs the kernel; the library-agnostic core of the public API."""
     checked = check_arrays(rewards, group_size, group_ids, seq_logp, token_logp, mask, options)
     r = checked.rewards
-    result = _prepare_out(out, checked)
-    signal = _arrays.empty(r, (r.shape[0],), "bool", "signal") if want_signal else None
-    kernels = kernels_for(r)
-
-    def address(v: Optional[ArrayView]) -> int:
-        return v.address if v is not None else 0
-
-    args = {
-        "rewards": r.address,
-        "group_ids": address(checked.group_ids),
-        "seq_logp": address(checked.seq_logp),
-        "token_logp": address(checked.token_logp),
-        "mask": address(checked.mask),
-        "out": result.address,
-        "row_has_signal": address(signal),
-        "out_dtype": _arrays.DTYPE_CODES[r.dtype],
-        "logp_dtype": _arrays.DTYPE_CODES[checked.token_logp.dtype] if checked.token_logp is not None else 0,
-        "mask_dtype": _arrays.DTYPE_CODES[checked.mask.dtype] if checked.mask is not None else 0,
-        "n_rows": r.shape[0],
-        "group_size": checked.group_size,
-        "likelihood": _likelihood_code(checked, options),
-        "beta_rank": options.beta_rank,
-        "ties_average": options.ties == "average",
-        "baseline_loo": options.baseline == "loo",
-        "scale": _SCALE_CODES[options.scale],
-        "unbiased": options.unbiased,
-        "eps": options.eps,
-        "singleton_raw": options.singleton == "raw",
-        "n_tokens": checked.n_tokens,
-        "logp_row_stride": _row_stride(checked.token_logp),
-        "mask_row_stride": _row_stride(checked.mask),
-        "out_row_stride": _row_stride(result),
-        "streaming_stores": out is not None,  # see AdvantageOptions::streaming_stores
-        **cuda_call_arguments(r),
-    }
-    kernels.group_advantages(args)
-    return result.array, (signal.array if signal is not None else None)
+    layout = "rows" if checked.mask is not None else "contiguous"
+    result = _arrays.take_out(out, "out", like=r, shape=checked.output_shape, dtype=r.dtype, layout=layout,
+                              inputs=checked.inputs)
+    signal = _arrays.fresh(r, (r.shape[0],), "bool", "signal") if want_signal else None
+    # Streaming stores only into the caller's own (already mapped) buffer; see
+    # AdvantageOptions::streaming_stores.
+    streaming = out is not None and result.kernel is result.target
+    launch("group_advantages", r, *_kernel_arguments(checked, options, result.kernel, signal, streaming))
+    return result.finish(), (signal.array if signal is not None else None)

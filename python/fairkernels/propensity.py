@@ -20,37 +20,19 @@ Formulas (row i; ``z`` the logit, or for ``base="bt"`` the difference first - se
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Tuple, Union
 
-from . import _arrays
+from . import _arrays, _core
 from ._arrays import ArrayView
-from ._backend import cuda_call_arguments, kernels_for
+from ._backend import launch
+from ._options import boolean, choice, enum_value, real
 
 Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
 
 BASES = ("bce", "bt")
-ESTIMATORS = ("naive", "ips", "snips", "dr")
-REDUCTIONS = ("mean", "sum", "none")
-_ESTIMATOR_CODES = {name: code for code, name in enumerate(ESTIMATORS)}
-_REDUCTION_CODES = {name: code for code, name in enumerate(REDUCTIONS)}
-
-
-def _choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    return value
-
-
-def _real(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if math.isnan(value):
-        raise ValueError(f"{name} must not be NaN")
-    return value
+ESTIMATORS = tuple(_core.Estimator.__members__)
+REDUCTIONS = tuple(_core.Reduction.__members__)
 
 
 @dataclass(frozen=True)
@@ -66,25 +48,18 @@ class PropensityOptions:
     nonnegative: bool = False
 
     def __post_init__(self) -> None:
-        _choice(self.base, "base", BASES)
-        _choice(self.estimator, "estimator", ESTIMATORS)
-        _choice(self.reduction, "reduction", REDUCTIONS)
+        choice(self.base, "base", BASES)
+        enum_value(_core.Estimator, self.estimator, "estimator")
+        enum_value(_core.Reduction, self.reduction, "reduction")
         for name in ("rho10", "rho01"):
-            value = _real(getattr(self, name), name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must lie in [0, 1), got {value}")
-            object.__setattr__(self, name, value)
+            object.__setattr__(self, name, real(getattr(self, name), name, 0.0, 1.0, open_high=True))
         if not 1.0 - self.rho10 - self.rho01 > 0.0:
             raise ValueError(
                 f"rho10 + rho01 must be < 1 (the correction divides by 1 - rho10 - rho01), got "
                 f"rho10={self.rho10}, rho01={self.rho01}"
             )
-        p_min = _real(self.p_min, "p_min")
-        if not 0.0 <= p_min <= 1.0:
-            raise ValueError(f"p_min must lie in [0, 1], got {p_min}")
-        object.__setattr__(self, "p_min", p_min)
-        if not isinstance(self.nonnegative, bool):
-            raise TypeError(f"nonnegative must be a bool, got {type(self.nonnegative).__name__}")
+        object.__setattr__(self, "p_min", real(self.p_min, "p_min", 0.0, 1.0))
+        boolean(self.nonnegative, "nonnegative")
 
     def as_tuple(self) -> tuple:
         return (self.base, self.estimator, self.rho10, self.rho01, self.p_min, self.reduction, self.nonnegative)
@@ -92,7 +67,7 @@ class PropensityOptions:
 
 @dataclass(frozen=True)
 class _Checked:
-    """Validated, contiguous views of one call, ready for the kernel."""
+    """The array arguments of one call, as the kernel takes them."""
 
     logits: ArrayView
     labels: ArrayView
@@ -106,7 +81,7 @@ class _Checked:
         return self.logits.shape[0]
 
 
-def _allowed_floats(v: ArrayView) -> tuple[str, ...]:
+def _float_dtypes(v: ArrayView) -> tuple[str, ...]:
     return _arrays.FLOAT_DTYPES if v.on_cuda else _arrays.CPU_FLOAT_DTYPES
 
 
@@ -116,50 +91,38 @@ def logits_shape_ok(shape: tuple, base: str) -> bool:
 
 
 def check_arrays(logits, labels, observed, propensity, imputed_logits, options: PropensityOptions) -> _Checked:
-    """Validates shapes, dtypes and devices and converts only where documented (labels,
+    """Every array argument through the input layer (_arrays.take): as is, converted once (labels,
     propensity and imputed_logits to the logits' dtype; observed of another float or integer
-    dtype too).  Array contents (NaN, ranges) are checked by the kernel in its single pass."""
+    dtype too), or a clear error.  Array contents (NaN, ranges) are checked by the kernel in its
+    single pass."""
     f = _arrays.view(logits, "logits")
-    if f.dtype not in _allowed_floats(f):
-        raise TypeError(f"logits must have dtype {' or '.join(_allowed_floats(f))} here, got {f.dtype}")
-    if not logits_shape_ok(f.shape, options.base):
+    if not logits_shape_ok(tuple(f.shape), options.base):
         expected = "[N] or [N, 2]" if options.base == "bt" else "[N]"
-        raise ValueError(f"logits must have shape {expected} for base={options.base!r}, got {f.shape}")
-    f = _arrays.contiguous(f)
+        got = "a 0-d array" if not f.shape else f"shape {tuple(f.shape)}"
+        raise ValueError(f"logits must have shape {expected} for base={options.base!r}, got {got}")
+    f = _arrays.accept(f, shape=(None,) * len(f.shape), dtypes=_float_dtypes(f))
     n = f.shape[0]
-    y = _row_vector(labels, "labels", f, n)
-    if y.dtype != f.dtype:
-        y = _arrays.astype(y, f.dtype)
-    o = _row_vector(observed, "observed", f, n)
-    if o.dtype not in ("bool", "uint8", f.dtype):
-        o = _arrays.astype(o, f.dtype)  # integers too: 256 must not wrap to a valid 0
+    rows = f" (one value per row of logits: N = {n})"
+    same_float = {"float": f.dtype}
+    y = _arrays.take(labels, "labels", like=f, shape=(n,), dtypes=(f.dtype,), convert=same_float, context=rows)
+    # Integers are converted to the float dtype, so that 256 cannot wrap to a valid 0.
+    o = _arrays.take(observed, "observed", like=f, shape=(n,), dtypes=("bool", "uint8", f.dtype),
+                     convert={"float": f.dtype, "int": f.dtype}, context=rows)
     p = None
     if propensity is not None:
-        p = _row_vector(propensity, "propensity", f, n)
-        if p.dtype != f.dtype:
-            p = _arrays.astype(p, f.dtype)
+        p = _arrays.take(propensity, "propensity", like=f, shape=(n,), dtypes=(f.dtype,), convert=same_float,
+                         context=rows)
     elif options.estimator != "naive":
         raise ValueError(f"propensity is required by estimator={options.estimator!r}")
     h = None
     if options.estimator == "dr":
         if imputed_logits is None:
             raise ValueError("imputed_logits are required by estimator='dr'")
-        h = _arrays.view(imputed_logits, "imputed_logits")
-        _arrays.same_place(f, h)
-        if h.shape != f.shape:
-            raise ValueError(f"imputed_logits must have the shape of logits {f.shape}, got {h.shape}")
-        h = _arrays.astype(h, f.dtype) if h.dtype != f.dtype else _arrays.contiguous(h)
+        h = _arrays.take(imputed_logits, "imputed_logits", like=f, shape=tuple(f.shape), dtypes=(f.dtype,),
+                         convert=same_float, context=" (the shape of logits)")
     elif imputed_logits is not None:
         raise ValueError(f"imputed_logits are only used by estimator='dr', not {options.estimator!r}")
     return _Checked(f, y, o, p, h, len(f.shape) == 2)
-
-
-def _row_vector(x: Any, name: str, f: ArrayView, n: int) -> ArrayView:
-    v = _arrays.view(x, name)
-    _arrays.same_place(f, v)
-    if v.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},) (one value per row of logits), got {v.shape}")
-    return _arrays.contiguous(v)
 
 
 def _grad_prescale(options: PropensityOptions, n_rows: int) -> float:
@@ -167,6 +130,26 @@ def _grad_prescale(options: PropensityOptions, n_rows: int) -> float:
     if options.reduction == "mean" and options.estimator in ("ips", "dr") and n_rows > 0:
         return 1.0 / n_rows
     return 1.0
+
+
+def _address(v: Optional[ArrayView]) -> int:
+    return v.address if v is not None else 0
+
+
+def _kernel_options(c: _Checked, options: PropensityOptions, want_grad: bool) -> Any:
+    """The kernel's PropensityOptions (cpp/propensity.h), filled field by field."""
+    o = _core.PropensityOptions()
+    o.n_rows = c.n_rows
+    o.pairwise = c.pairwise
+    o.estimator = _core.Estimator.__members__[options.estimator]
+    o.reduction = _core.Reduction.__members__[options.reduction]
+    o.rho10 = options.rho10
+    o.rho01 = options.rho01
+    o.p_min = options.p_min
+    o.nonnegative = options.nonnegative
+    o.want_grad = want_grad
+    o.grad_prescale = _grad_prescale(options, c.n_rows)
+    return o
 
 
 def compute_propensity_loss(
@@ -180,43 +163,20 @@ def compute_propensity_loss(
     The gradients are None unless want_grad; grad_imputed is None unless estimator "dr"."""
     c = check_arrays(logits, labels, observed, propensity, imputed_logits, options)
     f = c.logits
-    per_row = options.reduction == "none"
-    loss = _arrays.empty(f, (c.n_rows,) if per_row else (), f.dtype, "loss")
+    loss = _arrays.fresh(f, (c.n_rows,) if options.reduction == "none" else (), f.dtype, "loss")
     scale = df = dh = None
     if want_grad:
-        scale = _arrays.empty(f, (), f.dtype, "grad_scale")
-        df = _arrays.empty(f, f.shape, f.dtype, "grad_logits")
+        scale = _arrays.fresh(f, (), f.dtype, "grad_scale")
+        df = _arrays.fresh(f, f.shape, f.dtype, "grad_logits")
         if c.imputed is not None:
-            dh = _arrays.empty(f, f.shape, f.dtype, "grad_imputed")
-
-    def address(v: Optional[ArrayView]) -> int:
-        return v.address if v is not None else 0
-
-    args = {
-        "logits": f.address,
-        "labels": c.labels.address,
-        "observed": c.observed.address,
-        "propensity": address(c.propensity),
-        "imputed": address(c.imputed),
-        "loss": loss.address,
-        "grad_scale": address(scale),
-        "grad_logits": address(df),
-        "grad_imputed": address(dh),
-        "dtype": _arrays.DTYPE_CODES[f.dtype],
-        "observed_dtype": _arrays.DTYPE_CODES[c.observed.dtype],
-        "n_rows": c.n_rows,
-        "pairwise": c.pairwise,
-        "estimator": _ESTIMATOR_CODES[options.estimator],
-        "reduction": _REDUCTION_CODES[options.reduction],
-        "rho10": options.rho10,
-        "rho01": options.rho01,
-        "p_min": options.p_min,
-        "nonnegative": options.nonnegative,
-        "want_grad": want_grad,
-        "grad_prescale": _grad_prescale(options, c.n_rows),
-        **cuda_call_arguments(f),
-    }
-    kernels_for(f).propensity_loss(args)
+            dh = _arrays.fresh(f, f.shape, f.dtype, "grad_imputed")
+    a = _core.PropensityArrays()
+    a.logits, a.labels, a.observed = f.address, c.labels.address, c.observed.address
+    a.propensity, a.imputed = _address(c.propensity), _address(c.imputed)
+    a.loss, a.grad_scale, a.grad_logits, a.grad_imputed = loss.address, _address(scale), _address(df), _address(dh)
+    a.dtype = _arrays.DTYPES[f.dtype]
+    a.observed_dtype = _arrays.DTYPES[c.observed.dtype]
+    launch("propensity_loss", f, a, _kernel_options(c, options, want_grad))
 
     def array(v: Optional[ArrayView]) -> Optional[Array]:
         return v.array if v is not None else None
@@ -280,7 +240,7 @@ def propensity_loss(
     """
     options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
     if _arrays.is_torch_tensor(logits):
-        from ._propensity_ops import propensity_loss_torch
+        from ._torch_ops import propensity_loss_torch
 
         if return_grad:
             return propensity_loss_torch(logits, labels, observed, propensity, imputed_logits, options, True)

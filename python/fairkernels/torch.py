@@ -12,7 +12,7 @@ from typing import Literal, Optional
 import torch
 from torch import nn
 
-from ._propensity_ops import propensity_loss_torch
+from ._torch_ops import propensity_loss_torch
 from .propensity import PropensityOptions
 
 __all__ = ["CausalRMLoss"]

@@ -46,6 +46,24 @@ class Config:
         return options
 
 
+def _device_array(device: str) -> Any:
+    """The ``like=`` array that runs the episodes on ``device`` (torch when it has CUDA, else CuPy)."""
+    if device == "cpu":
+        return None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.empty(0, device="cuda")
+    except ImportError:
+        pass
+    try:
+        import cupy
+    except ImportError as error:
+        raise RuntimeError("device 'cuda' needs torch with CUDA or CuPy") from error
+    return cupy.empty(0)
+
+
 def _mean_se(x: np.ndarray) -> tuple[float, float]:
     x = np.asarray(x, dtype=np.float64)
     se = float(np.std(x, ddof=1) / math.sqrt(x.size)) if x.size > 1 else float("nan")
@@ -82,7 +100,7 @@ def run_experiment(config: Config, env: Optional[EnvTable] = None,
         ids = [m * STREAM_BLOCK + s for m in range(B)]
         tr = run_episodes(env, rules, n_rounds=T, seed=config.seed, stream_ids=ids, fixed_arms=fixed_arms, eta=etas,
                           bound=config.bound, alpha=config.alpha, delta=config.delta, n_buckets=NB,
-                          device=config.device)
+                          like=_device_array(config.device))
         reward[s], violation[s], residual[s], pulls[s] = tr.reward, tr.violation, tr.residual, tr.pulls
         bucket_rounds = tr.bucket_rounds
         if progress is not None:
