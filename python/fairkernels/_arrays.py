@@ -217,6 +217,8 @@ def _fits(v: ArrayView, layout: str, writable: bool = False) -> bool:
 def self_overlapping(v: ArrayView) -> bool:
     """True when two different indices reach the same element (a zero stride, a broadcast
     view, rows that overlap): such an array cannot be written element by element."""
+    if v.size == 0:
+        return False
     extent = v.itemsize  # bytes spanned by the dimensions of smaller stride
     for stride, size in sorted((abs(s), n) for n, s in zip(v.shape, v.byte_strides) if n > 1):
         if stride < extent:

@@ -102,15 +102,17 @@ def _(rewards, group_size, group_ids, seq_logp, token_logp, mask, likelihood, be
     return rewards.new_empty((rewards.shape[0],), dtype=torch.bool)
 
 
-def _detached(x: Optional[torch.Tensor], name: str) -> Optional[torch.Tensor]:
+def _require_tensor(x: Any, name: str, reference: torch.Tensor, reference_name: str) -> None:
+    """The input layer's error for an argument of another library than the torch reference."""
+    if x is not None and not isinstance(x, torch.Tensor):
+        _arrays.same_place(_arrays.view(reference, reference_name), _arrays.view(x, name))
+
+
+def _detached(x: Optional[torch.Tensor], name: str, rewards: torch.Tensor) -> Optional[torch.Tensor]:
     # Advantages are constants of the policy-gradient loss: ranks and statistics carry no
     # gradient, so log-probs that require grad are read without recording them.
-    if x is None:
-        return None
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} is a {type(x).__module__.split('.')[0]} array but rewards is a torch tensor: "
-                         "pass all arrays from one library and device")
-    return x.detach()
+    _require_tensor(x, name, rewards, "rewards")
+    return x.detach() if x is not None else None
 
 
 def group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, options_tuple, out,
@@ -126,9 +128,9 @@ def group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask,
         return compute_group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, options, out,
                                         want_signal)
     inputs = (
-        _detached(rewards, "rewards"), group_size, _detached(group_ids, "group_ids"),
-        _detached(seq_logp, "seq_logp"), _detached(token_logp, "token_logp"), _detached(mask, "mask"),
-        *options_tuple,
+        rewards.detach(), group_size, _detached(group_ids, "group_ids", rewards),
+        _detached(seq_logp, "seq_logp", rewards), _detached(token_logp, "token_logp", rewards),
+        _detached(mask, "mask", rewards), *options_tuple,
     )
     if out is None:
         return torch.ops.fairkernels.group_advantages(*inputs)
@@ -289,6 +291,9 @@ def propensity_loss_torch(logits, labels, observed, propensity, imputed_logits, 
     """Dispatches a torch call: the fused op when a gradient is needed (autograd or
     return_grad), the forward-only op otherwise.  Returns (loss, grad_logits, grad_imputed),
     the gradients None unless return_grad."""
+    for name, x in (("labels", labels), ("observed", observed), ("propensity", propensity),
+                    ("imputed_logits", imputed_logits)):
+        _require_tensor(x, name, logits, "logits")
     args = (labels, observed, propensity)
     data = tuple(_data(x) for x in args)
     if return_grad:

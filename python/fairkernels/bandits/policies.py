@@ -87,17 +87,20 @@ def update_state(state: Mapping[str, ArrayView], struct: Any, arms: Array, rewar
     elif M > 0:
         raise ValueError(f"residuals are required: this state has n_constraints={M}")
     u = _core.UpdateArgs()
+    weights = None  # held until the kernel has run: u only holds its address
     if isinstance(weight, numbers.Real) and not isinstance(weight, bool):
         u.weight = real(weight, "weight", 0.0, open_low=True)
     else:
-        u.weights = _arrays.take(weight, "weight", like=anchor, shape=(B,), dtypes=("float64",), convert=_FLOAT64,
-                                 context=" (a number, or one per learner)").address
+        weights = _arrays.take(weight, "weight", like=anchor, shape=(B,), dtypes=("float64",), convert=_FLOAT64,
+                               context=" (a number, or one per learner)")
+        u.weights = weights.address
     u.arms, u.rewards = a.address, r.address
     u.residuals = h.address if h is not None and M else 0
     u.lambdas = lambdas.address if lambdas is not None else 0
     u.eta = eta.address if eta is not None else 0
     u.status = status.address if status is not None else 0
     launch("bandit_update", anchor, struct, u)
+    del a, r, h, weights  # the kernel has run: the inputs (and their copies) may go
     if status is not None:
         code, learner = (int(c) for c in _arrays.to_numpy(status))  # one small copy (synchronises)
         if code != 0:
@@ -114,11 +117,13 @@ def select_arms(state: Mapping[str, ArrayView], struct: Any, bound: Any, rule: s
     if rule == "fixed":
         raise ValueError("rule 'fixed' has no bounds to select from: use FixedThreshold")
     s.bound = bound
+    lam = None  # held until the kernel has run: s only holds its address
     if rule == "primal_dual" and M > 0:
         if lambdas is None:
             raise ValueError("rule 'primal_dual' needs lambdas [B, M]")
-        s.lambdas = _arrays.take(lambdas, "lambdas", like=anchor, shape=(B, M), dtypes=("float64",),
-                                 convert=_FLOAT64, context=" ([learners, constraints])").address
+        lam = _arrays.take(lambdas, "lambdas", like=anchor, shape=(B, M), dtypes=("float64",), convert=_FLOAT64,
+                           context=" ([learners, constraints])")
+        s.lambdas = lam.address
     arms = _arrays.fresh(anchor, (B,), "int64", "arms")
     ucb = _arrays.fresh(anchor, (B, K), "float64", "ucb") if want_bounds else None
     lcb = _arrays.fresh(anchor, (B, M, K), "float64", "lcb") if want_bounds else None
@@ -126,6 +131,7 @@ def select_arms(state: Mapping[str, ArrayView], struct: Any, bound: Any, rule: s
     s.ucb = ucb.address if ucb is not None else 0
     s.lcb = lcb.address if lcb is not None else 0
     launch("bandit_select", anchor, struct, s)
+    del lam
     return arms.array, (ucb.array if ucb is not None else None), (lcb.array if lcb is not None else None)
 
 
