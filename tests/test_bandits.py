@@ -322,3 +322,51 @@ def test_fused_episode_learner_matches_policy_replay(bound, rule):
         learner.update(arm, traces.reward[:, t], traces.residual[:, t, :], weight=float(n))
     np.testing.assert_array_equal(pulls, traces.pulls[0])
     assert np.count_nonzero(pulls) > 1
+
+
+# ---------------------------------------------------------------------------------------------
+# torch custom ops: a policy whose state lives in torch compiles with fullgraph=True
+
+
+def _policy_step(policy, rewards, residuals):
+    arms = policy.select()
+    policy.update(arms, rewards, residuals, 10.0)
+    return arms
+
+
+@pytest.mark.parametrize("policy_class", [OFS, PrimalDual])
+def test_torch_compile_fullgraph_policy_step_matches_eager(policy_class):
+    torch = pytest.importorskip("torch")
+    B, K, M = 8, 5, 2
+    options = dict(eta=0.2) if policy_class is PrimalDual else {}
+    compiled_policy = policy_class(B, K, M, like=torch.zeros(0), **options)
+    eager_policy = policy_class(B, K, M, like=torch.zeros(0), **options)
+    rng = np.random.default_rng(0)
+    step = torch.compile(_policy_step, fullgraph=True, backend="aot_eager")
+    for _ in range(6):
+        rewards = torch.from_numpy(rng.random(B))
+        residuals = torch.from_numpy(rng.uniform(-1, 1, (B, M)))
+        assert torch.equal(step(compiled_policy, rewards, residuals), _policy_step(eager_policy, rewards, residuals))
+    for name, value in compiled_policy.state.state_arrays.items():
+        assert torch.equal(value, eager_policy.state.state_arrays[name]), name
+    if policy_class is PrimalDual:
+        assert torch.equal(compiled_policy.lambdas, eager_policy.lambdas)
+
+
+def test_bandit_torch_opcheck():
+    torch = pytest.importorskip("torch")
+    from fairkernels import _torch_ops
+    from fairkernels.bandits.policies import STATE_FIELDS
+
+    B, K, M = 6, 4, 2
+    policy = OFS(B, K, M, like=torch.zeros(0))
+    rng = np.random.default_rng(1)
+    rewards, residuals = torch.from_numpy(rng.random(B)), torch.from_numpy(rng.uniform(-1, 1, (B, M)))
+    policy.update(policy.select(), rewards, residuals, 5.0)
+    state = [policy.state.state_arrays[name] for name in STATE_FIELDS]
+    for want_bounds in (False, True):
+        torch.library.opcheck(_torch_ops.bandit_select_op, (*state, M, "ofs", "bernstein", 2.0, 0.05, 0.0, None,
+                                                            want_bounds))
+    arms = torch.arange(B, dtype=torch.int64) % K
+    torch.library.opcheck(_torch_ops.bandit_update_op, (*[s.clone() for s in state], M, arms, rewards, residuals,
+                                                        None, 3.0, None, None))

@@ -384,8 +384,8 @@ def bandit_select_op(
     state = _state_views((count, rounds, total, sums, sumsq, mean, inv_sqrt))
     options = bound_options(bound, alpha, delta, horizon if horizon > 0 else None)
     arms, ucb, lcb = select_arms(state, state_struct(state, n_constraints), options, rule, lambdas, want_bounds)
-    empty = count.new_empty((0,))
-    return arms, (ucb if ucb is not None else empty), (lcb if lcb is not None else empty)
+    # Distinct empty tensors: an op's outputs may not alias each other.
+    return arms, (ucb if ucb is not None else count.new_empty((0,))), (lcb if lcb is not None else count.new_empty((0,)))
 
 
 @bandit_select_op.register_fake
