@@ -83,11 +83,11 @@ class ArrayView:
     """What the call path needs to know about one array argument (no copy is made)."""
 
     __slots__ = ("array", "name", "library", "device", "device_index", "dtype", "shape", "strides",
-                 "byte_strides", "itemsize", "address", "native", "writable", "resolved")
+                 "_byte_strides", "itemsize", "address", "native", "writable", "resolved")
 
     def __init__(self, array: Any, name: str, library: str, device: str, device_index: int, dtype: str,
-                 shape: tuple, byte_strides: tuple, itemsize: int, address: int, native: bool = True,
-                 writable: bool = True, resolved: bool = True) -> None:
+                 shape: tuple, strides: Optional[tuple], itemsize: int, address: int, native: bool = True,
+                 writable: bool = True, resolved: bool = True, byte_strides: Optional[tuple] = None) -> None:
         self.array = array
         self.name = name
         self.library = library
@@ -95,18 +95,21 @@ class ArrayView:
         self.device_index = device_index  # -1 on the CPU
         self.dtype = dtype
         self.shape = shape
-        self.byte_strides = byte_strides
-        self.itemsize = itemsize
         # Element strides, or None when a stride is not a whole number of elements (a field of
         # a structured array): the kernels cannot address such an array.
-        if all(s % itemsize == 0 for s in byte_strides):
-            self.strides: Optional[tuple] = tuple(s // itemsize for s in byte_strides)
-        else:
-            self.strides = None
+        self.strides = strides
+        self._byte_strides = byte_strides
+        self.itemsize = itemsize
         self.address = address
         self.native = native  # native byte order
         self.writable = writable
         self.resolved = resolved  # False for a torch negation / conjugation view (lazy sign)
+
+    @property
+    def byte_strides(self) -> tuple:
+        if self._byte_strides is None:
+            self._byte_strides = tuple(s * self.itemsize for s in self.strides or ())
+        return self._byte_strides
 
     @property
     def on_cuda(self) -> bool:
@@ -131,50 +134,67 @@ class ArrayView:
     def span(self) -> tuple[int, int]:
         """[first byte, last byte + 1) of the memory the array's elements occupy."""
         low = high = self.address
-        for size, stride in zip(self.shape, self.byte_strides):
+        strides = self.strides if self.strides is not None else self.byte_strides
+        unit = self.itemsize if self.strides is not None else 1
+        for size, stride in zip(self.shape, strides):
             if size == 0:
                 return self.address, self.address
             if stride > 0:
-                high += (size - 1) * stride
+                high += (size - 1) * stride * unit
             else:
-                low += (size - 1) * stride
+                low += (size - 1) * stride * unit
         return low, high + self.itemsize
+
+
+def _element_strides(byte_strides: tuple, itemsize: int) -> Optional[tuple]:
+    """Strides in elements, or None when one is not a whole number of elements."""
+    if len(byte_strides) == 1:  # the common cases first: no generator
+        (b0,) = byte_strides
+        return (b0 // itemsize,) if b0 % itemsize == 0 else None
+    if len(byte_strides) == 2:
+        b0, b1 = byte_strides
+        return (b0 // itemsize, b1 // itemsize) if b0 % itemsize == 0 and b1 % itemsize == 0 else None
+    if any(b % itemsize for b in byte_strides):
+        return None
+    return tuple(b // itemsize for b in byte_strides)
 
 
 def view(x: Any, name: str) -> ArrayView:
     """Reads an array's metadata without copying.  TypeError for anything else."""
-    library = library_of(x)
-    if library == "numpy":
+    if isinstance(x, np.ndarray):
         if isinstance(x, np.ma.MaskedArray):
             raise TypeError(f"{name} is a numpy masked array: its mask would be ignored; pass "
                             f"{name}.filled(value) or a plain array")
         dtype = x.dtype
-        return ArrayView(x, name, "numpy", "cpu", -1, _dtype_name(dtype), x.shape, x.strides, dtype.itemsize,
-                         x.ctypes.data, dtype.isnative, x.flags.writeable)
-    if library == "torch":
-        return _torch_view(x, name)
-    if library == "cupy":
+        itemsize = dtype.itemsize
+        byte_strides = x.strides
+        return ArrayView(x, name, "numpy", "cpu", -1, _dtype_name(dtype), x.shape,
+                         _element_strides(byte_strides, itemsize), itemsize, x.ctypes.data, dtype.isnative,
+                         x.flags.writeable, True, byte_strides)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return _torch_view(x, name, torch)
+    if library_of(x) == "cupy":
         itemsize = x.dtype.itemsize
-        return ArrayView(x, name, "cupy", "cuda", x.device.id, _dtype_name(x.dtype), tuple(x.shape), x.strides,
-                         itemsize, x.data.ptr)
+        return ArrayView(x, name, "cupy", "cuda", x.device.id, _dtype_name(x.dtype), tuple(x.shape),
+                         _element_strides(x.strides, itemsize), itemsize, x.data.ptr, byte_strides=x.strides)
     kind = type(x).__name__
     hint = " (lists, tuples and scalars are not converted: pass numpy.asarray(...))" if isinstance(
         x, (list, tuple, int, float, bool, complex)) else ""
     raise TypeError(f"{name} must be a numpy array, a torch tensor or a CuPy array, got {kind}{hint}")
 
 
-def _torch_view(x: Any, name: str) -> ArrayView:
-    torch = sys.modules["torch"]
+def _torch_view(x: Any, name: str, torch: Any) -> ArrayView:
     if x.layout is not torch.strided:
         raise TypeError(f"{name} is a {x.layout} torch tensor: pass a dense (strided) tensor, e.g. {name}.to_dense()")
-    device = x.device
-    if device.type not in ("cpu", "cuda"):
-        raise TypeError(f"{name} is a torch tensor on {device.type}: fairkernels runs on cpu and cuda tensors only")
-    on_cuda = device.type == "cuda"
-    itemsize = x.element_size()
+    if x.is_cuda:
+        device, index = "cuda", x.device.index
+    elif x.is_cpu:
+        device, index = "cpu", -1
+    else:
+        raise TypeError(f"{name} is a torch tensor on {x.device.type}: fairkernels runs on cpu and cuda tensors only")
     resolved = not (x.is_neg() or x.is_conj())
-    return ArrayView(x, name, "torch", "cuda" if on_cuda else "cpu", device.index if on_cuda else -1,
-                     _dtype_name(x.dtype), tuple(x.shape), tuple(s * itemsize for s in x.stride()), itemsize,
+    return ArrayView(x, name, "torch", device, index, _dtype_name(x.dtype), x.shape, x.stride(), x.element_size(),
                      x.data_ptr(), True, not x.requires_grad, resolved)
 
 
@@ -184,10 +204,13 @@ def _torch_view(x: Any, name: str) -> ArrayView:
 
 def is_contiguous(v: ArrayView) -> bool:
     """C order in elements (strides of dimensions of size <= 1 do not matter)."""
-    if v.strides is None:
+    strides = v.strides
+    if strides is None:
         return False
+    if len(strides) == 1:  # the common case, without the loop
+        return strides[0] == 1 or v.shape[0] <= 1
     expected = 1
-    for size, stride in zip(reversed(v.shape), reversed(v.strides)):
+    for size, stride in zip(reversed(v.shape), reversed(strides)):
         if size > 1 and stride != expected:
             return False
         expected *= size
@@ -249,12 +272,14 @@ def same_place(reference: ArrayView, other: ArrayView) -> None:
 
 
 def _check_shape(v: ArrayView, shape: Shape, context: str) -> None:
-    if len(v.shape) != len(shape):
-        got = "a 0-d array" if not v.shape else f"shape {tuple(v.shape)}"
-        raise ValueError(f"{v.name} must be {len(shape)}-D{context}, got {got}")
-    if any(e is not None and e != s for e, s in zip(shape, v.shape)):
-        wanted = "[" + ", ".join("*" if e is None else str(e) for e in shape) + "]"
-        raise ValueError(f"{v.name} must have shape {wanted}{context}, got shape {tuple(v.shape)}")
+    got = v.shape
+    if len(got) != len(shape):
+        text = "a 0-d array" if not got else f"shape {tuple(got)}"
+        raise ValueError(f"{v.name} must be {len(shape)}-D{context}, got {text}")
+    for expected, size in zip(shape, got):
+        if expected is not None and expected != size:
+            wanted = "[" + ", ".join("*" if e is None else str(e) for e in shape) + "]"
+            raise ValueError(f"{v.name} must have shape {wanted}{context}, got shape {tuple(got)}")
 
 
 _KIND_NAMES = {"float": "a float dtype", "int": "an integer dtype", "bool": "dtype bool"}
@@ -397,11 +422,24 @@ def take_out(x: Any, name: str, *, like: ArrayView, shape: Sequence[int], dtype:
     if not v.writable:
         why = "requires grad (write into a tensor outside autograd)" if v.library == "torch" else "is read-only"
         raise ValueError(f"{name} {why}: the result cannot be written into it")
-    if self_overlapping(v):
+    fits = _fits(v, layout, writable=True)  # a layout the kernel writes never overlaps itself
+    if not fits and self_overlapping(v):
         raise ValueError(f"{name} has elements that share memory (a zero stride or overlapping rows, e.g. a "
                          "broadcast or expanded view): pass a buffer with one element per result")
-    direct = _fits(v, layout, writable=True) and not any(i is not None and overlaps(v, i) for i in inputs)
+    direct = fits and not _shares_memory_with(v, inputs)
     return Output(v, v if direct else fresh(like, shape, dtype, name))
+
+
+def _shares_memory_with(out: ArrayView, inputs: Sequence[Optional[ArrayView]]) -> bool:
+    if out.size == 0:
+        return False
+    low, high = out.span()
+    for i in inputs:
+        if i is not None and i.size and i.device_index == out.device_index:
+            i_low, i_high = i.span()
+            if i_low < high and low < i_high:
+                return True
+    return False
 
 
 def current_stream(v: ArrayView) -> int:

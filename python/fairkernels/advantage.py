@@ -9,7 +9,7 @@ the C++ kernel (cpp/advantage.cc); CUDA torch tensors and CuPy arrays run on the
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Tuple, Union
 
 from . import _arrays, _core
@@ -32,16 +32,21 @@ class AdvantageOptions:
     unbiased: bool = True
     eps: float = 1e-6
     singleton: str = "zero"
+    # The kernel's values of the choices (core enums and flags), computed once.
+    kernel_scale: Any = field(init=False, repr=False, compare=False)
+    kernel_likelihood: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        choice(self.likelihood, "likelihood", ("mean", "sum"))
+        set_field = object.__setattr__
+        set_field(self, "kernel_likelihood", enum_value(_core.Likelihood, choice(
+            self.likelihood, "likelihood", ("mean", "sum")), "likelihood"))
         choice(self.ties, "ties", ("average", "first"))
         choice(self.baseline, "baseline", ("mean", "loo"))
-        enum_value(_core.Scale, self.scale, "scale")
+        set_field(self, "kernel_scale", enum_value(_core.Scale, self.scale, "scale"))
         choice(self.singleton, "singleton", ("zero", "raw"))
         boolean(self.unbiased, "unbiased")
-        object.__setattr__(self, "beta_rank", real(self.beta_rank, "beta_rank"))
-        object.__setattr__(self, "eps", real(self.eps, "eps", 0.0))
+        set_field(self, "beta_rank", real(self.beta_rank, "beta_rank"))
+        set_field(self, "eps", real(self.eps, "eps", 0.0))
 
 
 @functools.lru_cache(maxsize=256, typed=True)  # typed: 1 and True are different options
@@ -215,12 +220,15 @@ def _address(v: Optional[ArrayView]) -> int:
     return v.address if v is not None else 0
 
 
+_NO_LIKELIHOOD, _SEQUENCE_LIKELIHOOD = _core.Likelihood.none, _core.Likelihood.sequence
+
+
 def _likelihood(checked: _Checked, options: AdvantageOptions) -> Any:
     if options.beta_rank == 0.0:
-        return _core.Likelihood.none
+        return _NO_LIKELIHOOD
     if checked.seq_logp is not None:
-        return _core.Likelihood.sequence
-    return _core.Likelihood.__members__[options.likelihood]
+        return _SEQUENCE_LIKELIHOOD
+    return options.kernel_likelihood
 
 
 def _kernel_arguments(checked: _Checked, options: AdvantageOptions, out: ArrayView, signal: Optional[ArrayView],
@@ -246,7 +254,7 @@ def _kernel_arguments(checked: _Checked, options: AdvantageOptions, out: ArrayVi
     o.beta_rank = options.beta_rank
     o.ties_average = options.ties == "average"
     o.baseline_loo = options.baseline == "loo"
-    o.scale = _core.Scale.__members__[options.scale]
+    o.scale = options.kernel_scale
     o.unbiased = options.unbiased
     o.eps = options.eps
     o.singleton_raw = options.singleton == "raw"
