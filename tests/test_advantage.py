@@ -293,7 +293,7 @@ def test_bit_identical_whatever_the_thread_count(monkeypatch):
         (dict(group_ids=np.zeros(8)), TypeError, "group_ids must have an integer dtype"),
         (dict(group_size=4, beta_rank=0.25), ValueError, "needs seq_logp or token_logp"),
         (dict(group_size=4, token_logp=np.zeros((8, 3))), ValueError, "token_logp needs mask"),
-        (dict(group_size=4, token_logp=np.zeros((8, 3)), mask=np.ones((8, 4), bool)), ValueError, "mask must have shape"),
+        (dict(group_size=4, token_logp=np.zeros((8, 3)), mask=np.ones((8, 4), bool)), ValueError, "mask must have"),
         (dict(group_size=4, mask=np.ones((7, 4), bool)), ValueError, "mask must have shape \\["),
         (
             dict(group_size=4, seq_logp=np.zeros(8), token_logp=np.zeros((8, 2)), mask=np.ones((8, 2))),

@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import fairkernels
+from fairkernels.bandits import GridBounds, PrimalDual, run_episodes
 from layouts import (
     NUMPY_INPUT_LAYOUTS_1D,
     NUMPY_INPUT_LAYOUTS_2D,
@@ -25,9 +28,6 @@ from layouts import (
     snapshot,
     torch_layout,
 )
-
-import fairkernels
-from fairkernels.bandits import GridBounds, PrimalDual, run_episodes
 
 N, T, G = 12, 5, 4
 
@@ -401,6 +401,7 @@ def test_every_array_argument_rejects_non_arrays(value, error, message):
     for name, call in calls.items():
         with pytest.raises(error, match=message):
             call(value)
+            pytest.fail(f"{name} accepted {value!r}")
 
 
 def test_torch_tensor_kinds_we_do_not_take():

@@ -18,7 +18,7 @@ class CudaUnavailableError(RuntimeError):
 def _cuda_module() -> tuple[Optional[ModuleType], str]:
     """The CUDA module and, when it is missing, why."""
     try:
-        from . import _cuda  # type: ignore[attr-defined]
+        from . import _cuda
     except ImportError as error:
         return None, f"fairkernels was built without its CUDA module ({error})"
     count, message = _cuda.device_count()
@@ -30,7 +30,7 @@ def _cuda_module() -> tuple[Optional[ModuleType], str]:
 def cuda_compiled() -> bool:
     """True when this installation carries the CUDA module (whether or not a GPU is present)."""
     try:
-        from . import _cuda  # type: ignore[attr-defined]  # noqa: F401
+        from . import _cuda  # noqa: F401
     except ImportError:
         return False
     return True

@@ -20,7 +20,7 @@ runs (``compute_group_advantages``, ``compute_propensity_loss``, ``update_state`
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -60,7 +60,8 @@ def group_advantages_op(
     singleton: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     options = AdvantageOptions(likelihood, beta_rank, ties, baseline, scale, unbiased, eps, singleton)
-    return compute_group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, options)
+    return cast(tuple[torch.Tensor, torch.Tensor],
+                compute_group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, options))
 
 
 @group_advantages_op.register_fake
@@ -90,7 +91,8 @@ def group_advantages_out_op(
     out: torch.Tensor,
 ) -> torch.Tensor:
     options = AdvantageOptions(likelihood, beta_rank, ties, baseline, scale, unbiased, eps, singleton)
-    return compute_group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, options, out)[1]
+    signal = compute_group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, options, out)[1]
+    return cast(torch.Tensor, signal)
 
 
 @group_advantages_out_op.register_fake
@@ -169,7 +171,8 @@ def propensity_loss_op(
     nonnegative: bool,
 ) -> torch.Tensor:
     options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
-    return compute_propensity_loss(logits, labels, observed, propensity, imputed_logits, options, False)[0]
+    return cast(torch.Tensor,
+                compute_propensity_loss(logits, labels, observed, propensity, imputed_logits, options, False)[0])
 
 
 @propensity_loss_op.register_fake
@@ -201,6 +204,7 @@ def propensity_loss_fused_op(
     loss, scale, df, dh = compute_propensity_loss(
         logits, labels, observed, propensity, imputed_logits, options, True
     )
+    assert scale is not None and df is not None  # want_grad was True
     return loss, scale, df, dh if dh is not None else logits.new_empty((0,))
 
 
@@ -312,7 +316,9 @@ def propensity_loss_torch(logits, labels, observed, propensity, imputed_logits, 
         return propensity_loss_op(logits, *data, imputed_logits, *options.as_tuple()), None, None
     if needs_grad:
         return _EagerFused.apply(logits, imputed_logits, *data, options), None, None
-    loss = compute_propensity_loss(logits.detach(), *data, _data(imputed_logits), options, False)[0]
+    labels_data, observed_data, propensity_data = data
+    loss = compute_propensity_loss(logits.detach(), labels_data, observed_data, propensity_data,
+                                   _data(imputed_logits), options, False)[0]
     return loss, None, None
 
 
@@ -385,7 +391,9 @@ def bandit_select_op(
     options = bound_options(bound, alpha, delta, horizon if horizon > 0 else None)
     arms, ucb, lcb = select_arms(state, state_struct(state, n_constraints), options, rule, lambdas, want_bounds)
     # Distinct empty tensors: an op's outputs may not alias each other.
-    return arms, (ucb if ucb is not None else count.new_empty((0,))), (lcb if lcb is not None else count.new_empty((0,)))
+    ucb = ucb if ucb is not None else count.new_empty((0,))
+    lcb = lcb if lcb is not None else count.new_empty((0,))
+    return arms, ucb, lcb
 
 
 @bandit_select_op.register_fake

@@ -250,6 +250,7 @@ def propensity_loss(
     )
     if not return_grad:
         return loss
+    assert df is not None and scale is not None  # want_grad was True
     if reduction != "none":
         df = df * scale
         dh = dh * scale if dh is not None else None

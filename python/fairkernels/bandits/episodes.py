@@ -89,7 +89,7 @@ class EnvTable:
     def n_constraints(self) -> int:
         return 1 if self.rho_min is None else 2
 
-    def expected(self, share: Optional[float] = None) -> dict[str, np.ndarray]:
+    def expected(self, share: Union[float, np.ndarray, None] = None) -> dict[str, np.ndarray]:
         """Expected acceptance rates, reward and residuals of every arm at group-a share
         ``share`` (default p0): ``{"accept_a", "accept_b", "reward", "residual" [M, K]}``."""
         p = self.p0 if share is None else share
@@ -204,7 +204,7 @@ def run_episodes(env: EnvTable, rules: Sequence[str], *, n_rounds: int, seed: in
         step = 1.0 / math.sqrt(T) if eta is None else real(eta, "eta", 0.0)
         etas = np.full(B, step)
     else:
-        etas = _configuration(eta, "eta", np.float64, B, np.empty(0))
+        etas = _configuration(eta, "eta", np.float64, B, np.empty(0))  # type: ignore[arg-type]  # not a number
         if not np.all(np.isfinite(etas) & (etas >= 0)):
             raise ValueError("eta must be finite and >= 0")
     seed = integer(seed, "seed", 0, 2**64 - 1)
