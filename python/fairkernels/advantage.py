@@ -97,8 +97,8 @@ def group_advantages(
             ``likelihood``) into the per-sequence likelihood.  Positions where the mask is 0
             are never read into the sum (padding may hold -inf or NaN).  An empty mask row has
             likelihood 0.  Give at most one of ``seq_logp`` / ``token_logp``.
-        mask: ``[N, T]`` response mask (bool, uint8, or float of the rewards' dtype; other
-            float dtypes are converted once).  When given the result is token-level:
+        mask: ``[N, T]`` response mask: bool / uint8 / integer (nonzero = response token) or a
+            float mask (multiplies; other float dtypes are converted once to the rewards').  When given the result is token-level:
             ``out[i, t] = A_i * mask[i, t]``.
         likelihood: "mean" (the authors' choice) or "sum" of the token log-probs.
         beta_rank: unlikeliness strength: ``r' = r * (1 - beta_rank * rank / m)``, rank 0 for
@@ -111,8 +111,8 @@ def group_advantages(
         singleton: groups with one rewarded row get 0 ("zero") or, as verl, baseline 0 and a
             group std of 1 ("raw").
         out: optional preallocated result (``[N]``, or ``[N, T]`` with a mask) of the rewards'
-            dtype, library and device; rows may be strided, the last dimension must be
-            contiguous.  Lets training loops reuse the token-level buffer.
+            dtype, library and device, returned filled.  Lets training loops reuse the
+            token-level buffer (written in place when its rows have a contiguous last dimension).
         return_signal: also return a bool ``[N]``: True where the row's group has at least two
             rewarded rows whose rewards are not all equal (the groups GRPO learns from).
 
@@ -120,8 +120,14 @@ def group_advantages(
         The advantages in the rewards' library, device and dtype (``[N]`` or ``[N, T]``), and
         with ``return_signal`` the per-row signal flags.
 
-    Non-contiguous ``[N]`` inputs are copied (cheap); ``[N, T]`` inputs may have any row stride
-    but need a contiguous last dimension, otherwise they are copied once.  A NaN likelihood
+    Any memory layout is taken (fairkernels._arrays): ``[N]`` inputs that are not contiguous
+    (columns, reversed or broadcast views, another byte order, unaligned data) are copied once;
+    ``[N, T]`` inputs are read in place when their last dimension is contiguous (any row
+    stride >= 0), else copied once.  Integer masks are converted to bool (nonzero selects),
+    masks of another float dtype to the rewards' dtype.  An ``out=`` the kernel cannot write in
+    place (a column, another byte order, memory shared with an input) receives the result
+    through one extra copy; a read-only ``out=``, one whose elements overlap, or a tensor that
+    requires grad is a ValueError.  Array arguments must be arrays (lists are a TypeError).  A NaN likelihood
     among a group's rewarded rows (with ``beta_rank != 0``) makes that group's advantages NaN.
     On the CPU the result is bit-identical for the same input whatever the thread count.
     float16/bfloat16 are accepted on CUDA only (accumulated in float32).
