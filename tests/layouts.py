@@ -89,18 +89,18 @@ def torch_layout(t, kind: str):
     if kind == "contiguous":
         return t.clone()
     if kind == "strided":
-        buf = torch.zeros((t.shape[0] * 3,) + tuple(t.shape[1:]), dtype=t.dtype)
+        buf = torch.zeros((t.shape[0] * 3,) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
         buf[::3] = t
         return buf[::3]
     if kind == "column":
-        buf = torch.zeros(tuple(t.shape) + (3,), dtype=t.dtype)
+        buf = torch.zeros(tuple(t.shape) + (3,), dtype=t.dtype, device=t.device)
         buf[..., 1] = t
         return buf[..., 1]
     if kind == "broadcast":
-        first = t[:1].clone() if t.shape[0] else torch.zeros((1,) + tuple(t.shape[1:]), dtype=t.dtype)
+        first = t[:1].clone() if t.shape[0] else torch.zeros((1,) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
         return first.expand(t.shape)
     if kind == "offset":
-        buf = torch.zeros((t.shape[0] + 5,) + tuple(t.shape[1:]), dtype=t.dtype)
+        buf = torch.zeros((t.shape[0] + 5,) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
         buf[5:] = t
         return buf[5:]
     if kind == "neg_view":  # a lazily negated view: its memory holds -t, its values are t
@@ -112,15 +112,15 @@ def torch_layout(t, kind: str):
     if kind == "fortran":
         return t.t().contiguous().t() if t.dim() == 2 else t.clone()
     if kind == "padded":
-        buf = torch.zeros((t.shape[0], t.shape[1] + 7), dtype=t.dtype)
+        buf = torch.zeros((t.shape[0], t.shape[1] + 7), dtype=t.dtype, device=t.device)
         buf[:, :t.shape[1]] = t
         return buf[:, :t.shape[1]]
     if kind == "strided_rows":
-        buf = torch.zeros((t.shape[0] * 2, t.shape[1]), dtype=t.dtype)
+        buf = torch.zeros((t.shape[0] * 2, t.shape[1]), dtype=t.dtype, device=t.device)
         buf[::2] = t
         return buf[::2]
     if kind == "strided_cols":
-        buf = torch.zeros((t.shape[0], t.shape[1] * 2), dtype=t.dtype)
+        buf = torch.zeros((t.shape[0], t.shape[1] * 2), dtype=t.dtype, device=t.device)
         buf[:, ::2] = t
         return buf[:, ::2]
     raise ValueError(kind)

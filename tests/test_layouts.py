@@ -81,16 +81,32 @@ def test_group_advantages_numpy_layouts(call, argument, mask_dtype):
         assert_bitwise_equal(got, expected)
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("call, argument", ADVANTAGE_ARGUMENTS)
-def test_group_advantages_torch_layouts(call, argument):
+def test_group_advantages_torch_layouts(call, argument, device):
     torch = pytest.importorskip("torch")
     names, options = ADVANTAGE_CALLS[call]
-    base = {k: torch.from_numpy(v) for k, v in _advantage_inputs().items()}
-    for layout in _layouts_for(base[argument].numpy(), "torch"):
+    base = {k: torch.from_numpy(v).to(device) for k, v in _advantage_inputs().items()}
+    for layout in _layouts_for(base[argument].cpu().numpy(), "torch"):
         arguments = {k: base[k] for k in names}
         arguments[argument] = torch_layout(base[argument], layout)
         got, expected = _check_against_contiguous(fairkernels.group_advantages, arguments, **options)
         assert_bitwise_equal(got, expected)
+
+
+@pytest.mark.parametrize("layout", ["strided", "reversed", "column", "byteswapped"])
+def test_one_huge_group_in_a_strided_layout(layout):
+    rng = np.random.default_rng(5)
+    n = 100_000
+    rewards = rng.random(n).astype(np.float32)
+    seq_logp = rng.normal(size=n).astype(np.float32)
+    got = fairkernels.group_advantages(numpy_layout(rewards, layout), group_size=n,
+                                       seq_logp=numpy_layout(seq_logp, layout), beta_rank=0.25)
+    expected = fairkernels.group_advantages(rewards, group_size=n, seq_logp=seq_logp, beta_rank=0.25)
+    assert_bitwise_equal(got, expected)
 
 
 def test_the_issue_reproduction_a_column_of_a_reward_matrix():
@@ -494,3 +510,58 @@ def test_large_views_do_not_crash(layout):
         got = fairkernels.group_advantages(rewards, group_size=16)
         expected = fairkernels.group_advantages(np.ascontiguousarray(rewards), group_size=16)
         assert_bitwise_equal(got, expected)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(0, 30),
+    base=st.sampled_from(["bce", "bt"]),
+    estimator=st.sampled_from(["naive", "ips", "snips", "dr"]),
+    reduction=st.sampled_from(["mean", "sum", "none"]),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    layouts=st.tuples(layouts_2d, layouts_1d, layouts_1d, layouts_1d, layouts_2d),
+    seed=st.integers(0, 2**16),
+)
+def test_propensity_loss_all_arguments_drawn_together(n, base, estimator, reduction, dtype, layouts, seed):
+    inputs = _propensity_inputs(base, dtype, seed, n)
+    names = ("logits", "labels", "observed", "propensity", "imputed_logits")
+    views = {}
+    for name, layout in zip(names, layouts):
+        value = inputs[name]
+        kind = layout if value.ndim == 2 else layout.replace("_rows", "").replace("fortran", "strided")
+        kind = kind if kind in (NUMPY_INPUT_LAYOUTS_2D if value.ndim == 2 else NUMPY_INPUT_LAYOUTS_1D) else "strided"
+        views[name] = numpy_layout(value, kind)
+    if estimator != "dr":
+        views.pop("imputed_logits")
+    got, expected = _check_against_contiguous(fairkernels.propensity_loss, views, base=base, estimator=estimator,
+                                              reduction=reduction, rho10=0.1, rho01=0.05, return_grad=True)
+    for g, e in zip(got, expected):
+        assert_bitwise_equal(g, e)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    learners=st.integers(1, 9),
+    arms=st.integers(1, 6),
+    constraints=st.integers(0, 3),
+    layouts=st.tuples(layouts_1d, layouts_1d, layouts_2d, layouts_1d),
+    integer_dtype=st.sampled_from([np.int64, np.int32, np.uint8]),
+    seed=st.integers(0, 2**16),
+)
+def test_bandit_update_all_arguments_drawn_together(learners, arms, constraints, layouts, integer_dtype, seed):
+    rng = np.random.default_rng(seed)
+    values = {"arms": rng.integers(0, arms, learners).astype(integer_dtype), "rewards": rng.random(learners),
+              "residuals": rng.uniform(-1, 1, (learners, constraints)), "weight": rng.uniform(1, 9, learners)}
+    views = {k: numpy_layout(v, layout) for (k, v), layout in zip(values.items(), layouts)}
+
+    def run(arguments):
+        state = GridBounds(learners, arms, constraints, bound="bernstein")
+        state.update(**arguments)
+        return [*state.state_arrays.values(), state.select("ofs")]
+
+    before = {k: snapshot(v) for k, v in views.items()}
+    got = run(views)
+    for k, v in views.items():
+        assert_unmodified(before[k], v)
+    for g, e in zip(got, run({k: contiguous_copy(v) for k, v in views.items()})):
+        assert_bitwise_equal(g, e)
