@@ -98,8 +98,8 @@ def group_advantages(
             are never read into the sum (padding may hold -inf or NaN).  An empty mask row has
             likelihood 0.  Give at most one of ``seq_logp`` / ``token_logp``.
         mask: ``[N, T]`` response mask: bool / uint8 / integer (nonzero = response token) or a
-            float mask (multiplies; other float dtypes are converted once to the rewards').  When given the result is token-level:
-            ``out[i, t] = A_i * mask[i, t]``.
+            float mask (multiplies; other float dtypes are converted once to the rewards').
+            When given the result is token-level: ``out[i, t] = A_i * mask[i, t]``.
         likelihood: "mean" (the authors' choice) or "sum" of the token log-probs.
         beta_rank: unlikeliness strength: ``r' = r * (1 - beta_rank * rank / m)``, rank 0 for
             the least likely of the m rewarded rows of the group.  0 turns it off (plain GRPO).
