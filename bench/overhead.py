@@ -3,8 +3,8 @@
 Each entry point is called on tiny inputs, where the kernel's own work is negligible and the
 time is the Python call path (argument checks, views, allocation, dispatch).  The two
 installations (e.g. the previous commit and this one) are timed in separate interpreters, in
-alternation, several times each, so that both see the same machine load; the table gives the
-best (minimum) per-call time of each.
+alternation, several times each, so that both see the same machine load; times are the
+process's CPU time (one thread), and the table gives the best (minimum) per-call time of each.
 
     python bench/overhead.py --path before=/path/to/old/python --path after=python
 
@@ -22,7 +22,7 @@ import sys
 
 # Runs inside each interpreter: prints {case: best microseconds per call}.
 PROBE = r"""
-import json, sys, timeit
+import json, sys, time, timeit
 import numpy as np
 import torch
 import fairkernels
@@ -63,7 +63,10 @@ result = {}
 for name, fn in cases.items():
     fn()
     number = 2000
-    result[name] = min(timeit.repeat(fn, number=number, repeat=int(sys.argv[1]))) / number * 1e6
+    # CPU time of this process, not wall time: the figure does not count the time the machine
+    # gives to other processes (the development VM is shared).
+    times = timeit.repeat(fn, number=number, repeat=int(sys.argv[1]), timer=time.process_time)
+    result[name] = min(times) / number * 1e6
 print(json.dumps(result))
 """
 
