@@ -71,7 +71,7 @@ void propensity_loss_cpu(const PropensityArrays& a, const PropensityOptions& opt
     total.norm += s.norm;
     total.invalid |= s.invalid;
   }
-  if (!std::isfinite(total.term) || !std::isfinite(total.norm)) total.invalid |= kOverflow;
+  if (propensity_sums_overflow(opt, total.term, total.norm)) total.invalid |= kOverflow;
   require(total.invalid == 0, propensity_invalid_message(total.invalid));
   if (opt.reduction == Reduction::kNone) {
     if (opt.want_grad) write_scalar(a.grad_scale, a.dtype, 1.0 / opt.grad_prescale);

@@ -86,9 +86,9 @@ inline const char* propensity_invalid_message(int flags) {
   if (flags & kBadObserved) return "observed must be 0 or 1 (found another value, or NaN)";
   if (flags & kBadPropensity) return "propensity must lie in (0, 1] (found a value outside, or NaN)";
   if (flags & kOverflow) {
-    return "propensity: the weighted loss overflows the logits' dtype (a weight o / max(propensity, p_min) is too "
-           "large: with p_min = 0 a tiny or denormal propensity gives an infinite weight); raise p_min, or use "
-           "float64";
+    return "propensity: the weighted loss overflows the logits' dtype: a weight o / max(propensity, p_min) or a "
+           "logit is too large (with p_min = 0 a tiny or denormal propensity gives an infinite weight); raise p_min, "
+           "or use float64";
   }
   return "";
 }

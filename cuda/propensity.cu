@@ -215,7 +215,7 @@ __global__ void __launch_bounds__(kThreads) propensity_finish(PropensityOptions 
   block_tree_reduce(s_term, s_norm, s_invalid);
   if (threadIdx.x != 0) return;
   // As the CPU: sums that overflow, or a loss beyond the dtype, count as invalid (NaN).
-  bool bad = s_invalid[0] != 0 || !isfinite(s_term[0]) || !isfinite(s_norm[0]);
+  bool bad = s_invalid[0] != 0 || propensity_sums_overflow(opt, s_term[0], s_norm[0]);
   if (opt.reduction == Reduction::kNone) {
     if (opt.want_grad) *grad_scale = from_value<T>(bad ? NAN : 1.0 / opt.grad_prescale);
     return;

@@ -36,6 +36,7 @@ def ranks(values, ties):
     return rank
 
 
+@np.errstate(invalid="ignore", over="ignore", divide="ignore")  # +-inf rewards and eps = 0: see the rules below
 def reference_group_advantages(
     rewards,
     group_size=None,
@@ -82,9 +83,8 @@ def reference_group_advantages(
         # exactly 0; an infinite reward, or a sum / squared deviation beyond float64, poisons
         # the group (NaN, left out of the batch std).
         constant = m >= 2 and bool(np.all(x == x[0]))
-        with np.errstate(invalid="ignore", over="ignore"):
-            total = x.sum()
-            m2 = 0.0 if constant else ((x - total / m) ** 2).sum()
+        total = x.sum()
+        m2 = 0.0 if constant else ((x - total / m) ** 2).sum()
         poisoned = poisoned or not np.isfinite(total) or (scale != "none" and not np.isfinite(m2))
         if not poisoned:
             reweighted_all.append(x)
@@ -104,8 +104,7 @@ def reference_group_advantages(
     rewarded = ~np.isnan(r)
     if scale == "batch":
         allx = np.concatenate(reweighted_all) if reweighted_all else np.zeros(0)
-        with np.errstate(invalid="ignore", over="ignore"):
-            batch_std = allx.std(ddof=ddof) if len(allx) > ddof else 0.0
+        batch_std = allx.std(ddof=ddof) if len(allx) > ddof else 0.0
         divisor[:] = batch_std + eps
         if not np.isfinite(batch_std):  # a batch std beyond float64: no rewarded row is defined
             centered[rewarded] = np.nan
@@ -114,8 +113,7 @@ def reference_group_advantages(
         adv = centered
     else:
         # std 0 with eps = 0: the centred values are 0 (or their squares underflow): advantage 0.
-        with np.errstate(invalid="ignore", divide="ignore"):
-            adv = np.where(divisor > 0, centered / divisor, centered * 0.0)
+        adv = np.where(divisor > 0, centered / divisor, centered * 0.0)
     if mask is not None:
         adv = adv[:, None] * np.asarray(mask, dtype=np.float64)
     return adv, signal

@@ -26,7 +26,9 @@ class ReferenceBounds:
         weight = np.broadcast_to(np.asarray(weight, dtype=float), (self.B,))
         # The overflow rule: an observation that would make a learner's total count (a float64
         # sum of weights) infinite is rejected, and the whole update with it.
-        if not np.all(np.isfinite(self.total + weight)):
+        with np.errstate(over="ignore"):
+            fits = np.all(np.isfinite(self.total + weight))
+        if not fits:
             raise ValueError("weight: too large, the learner's total count would overflow")
         for b in range(self.B):
             k, w = int(arms[b]), float(weight[b])
