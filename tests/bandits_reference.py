@@ -52,7 +52,8 @@ class ReferenceBounds:
 
     def _log_confidence(self, t: float) -> float:
         """log(2 K T / delta), in log space where the product overflows float64."""
-        x = 2.0 * self.K * t / self.delta
+        with np.errstate(over="ignore"):
+            x = 2.0 * self.K * t / self.delta
         if math.isfinite(x):
             return math.log(x)
         return math.log(2.0 * self.K) + math.log(t) - math.log(self.delta)
