@@ -252,6 +252,12 @@ inline double lane_sum(const double* x, int64_t m, double center, bool squared =
   return (lane[0] + lane[1]) + (lane[2] + lane[3]);
 }
 
+inline bool all_equal(const double* x, int64_t m) {
+  bool equal = true;
+  for (int64_t j = 1; j < m; ++j) equal &= x[j] == x[0];
+  return equal;
+}
+
 // Moments of one group's reweighted rewards, kept for the batch-wide std.
 struct Moments {
   int64_t count = 0;
@@ -324,7 +330,7 @@ class AdvantageKernel {
       divisor = std_from(batch.m2, batch.count, opt_.unbiased) + opt_.eps;
     }
     parallel_chunks(opt_.n_rows, std::max<int64_t>(1, 65536 / cost_per_row), [&](int64_t, int64_t begin, int64_t end) {
-      for (int64_t row = begin; row < end; ++row) write_row(row, row_value_[row] / divisor);
+      for (int64_t row = begin; row < end; ++row) write_row(row, batch_scaled(row_value_[row], divisor, row));
       end_streaming_stores();
     });
   }
@@ -346,6 +352,14 @@ class AdvantageKernel {
       order.resize(size);
     }
   };
+
+  // The deferred value of a row divided by the batch divisor.  Divisor 0 (std 0 with eps = 0):
+  // every centred value is 0, so is the advantage.  A batch std beyond float64: no rewarded
+  // row has a defined advantage (NaN); rows without a reward keep 0.
+  double batch_scaled(double value, double divisor, int64_t row) const {
+    if (!std::isfinite(divisor)) return std::isnan(static_cast<double>(rewards_[row])) ? 0.0 : kNaN;
+    return divisor > 0.0 ? value / divisor : value * 0.0;
+  }
 
   double token_likelihood(int64_t row) const {
     return row_likelihood(token_logp_ + row * opt_.logp_row_stride, mask_ + row * opt_.mask_row_stride,
@@ -402,11 +416,17 @@ class AdvantageKernel {
     double* x = s.reward.data();
     if (row_has_signal_ != nullptr) write_signal(g, x, m);
     if (m == 0) return;
-    const bool poisoned = opt_.uses_ranks() && reweight_by_rank(s, m);
+    bool poisoned = opt_.uses_ranks() && reweight_by_rank(s, m);
 
     const double sum = lane_sum(x, m, 0.0);
-    const double mean = sum / static_cast<double>(m);
-    const double m2 = lane_sum(x, m, mean, /*squared=*/true);
+    const bool constant = m >= 2 && all_equal(x, m);
+    // A constant group's mean is its value exactly, and its squared deviations are exactly 0
+    // (sum / m may differ from the value in the last bit, and eps = 0 would blow that up).
+    const double mean = constant ? x[0] : sum / static_cast<double>(m);
+    const double m2 = constant ? 0.0 : lane_sum(x, m, mean, /*squared=*/true);
+    // An infinite reward (or a sum / squared deviation beyond float64) leaves no defined
+    // statistics: the group is poisoned like one with a NaN likelihood.
+    poisoned |= !std::isfinite(sum) || (opt_.scale != Scale::kNone && !std::isfinite(m2));
     // A poisoned group stays out of the batch std: its advantages are NaN anyway.
     if (opt_.scale == Scale::kBatch && !poisoned) moments_[g] = Moments{m, mean, m2};
 
@@ -414,6 +434,8 @@ class AdvantageKernel {
     const bool singleton = m == 1;
     if (singleton) {
       x[0] = opt_.singleton_raw ? x[0] : 0.0;
+    } else if (constant) {
+      std::fill(x, x + m, 0.0);  // every baseline equals the value: exactly 0
     } else if (opt_.baseline_loo) {
       const double others = static_cast<double>(m - 1);
       for (int64_t j = 0; j < m; ++j) x[j] -= (sum - x[j]) / others;
@@ -427,7 +449,10 @@ class AdvantageKernel {
       return;
     }
     const double divisor = opt_.scale == Scale::kGroup ? (singleton ? 1.0 : std_from(m2, m, opt_.unbiased)) + opt_.eps : 1.0;
-    const double inverse = 1.0 / divisor;  // one division per group, not per row
+    // One division per group, not per row.  Divisor 0 (std 0 with eps = 0): the group is
+    // constant (centred values exactly 0) or its differences are so small (< ~1e-154) that
+    // their squares underflow; either way the advantage is 0 (a poisoned NaN stays NaN).
+    const double inverse = divisor > 0.0 ? 1.0 / divisor : 0.0;
     if (deferred_) {
       for (int64_t j = 0; j < m; ++j) row_value_[rows[j]] = x[j] * inverse;
     } else if (mask_ == nullptr) {

@@ -13,7 +13,11 @@
 //   out[i]    = A_i, or out[i, t] = A_i * mask[i, t] for the token-level result.
 // Rows with a NaN reward get 0.  Groups with one rewarded row follow the singleton policy.
 // A NaN likelihood among a group's rewarded rows makes that group's advantages NaN, so that a
-// broken upstream log-prob is visible instead of silently mis-ranked.
+// broken upstream log-prob is visible instead of silently mis-ranked.  So does a +-inf reward,
+// or group statistics beyond float64 (a non-finite sum of r', or, unless scale "none", of its
+// squared deviations); a poisoned group stays out of the batch std.  A batch std beyond float64
+// makes every rewarded row NaN.  A constant group (every r' equal, m >= 2) has mean r' and m2 0
+// exactly and advantages exactly 0; a divisor of 0 (std 0 with eps 0) gives 0, not 0/0.
 #pragma once
 
 #include <cmath>

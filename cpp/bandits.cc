@@ -26,12 +26,16 @@ bandits::LearnerState learner_state(const BanditState& s, int64_t b) {
           s.mean + b * V * K, s.inv_sqrt + b * K, 1, K, V};
 }
 
-const char* observation_error(int code) {
+const char* observation_error(int code, double weight) {
   switch (code) {
     case 1: return "arms: chosen arm out of range [0, K)";
     case 2: return "rewards: must be finite and in [0, 1]";
     case 3: return "residuals: must be finite and in [-1, 1]";
-    default: return "weight: must be finite and > 0";
+    default:
+      if (weight > 0.0 && std::isfinite(weight)) {
+        return "weight: too large, the learner's total count (a float64 sum of weights) would overflow";
+      }
+      return "weight: must be finite and > 0";
   }
 }
 
@@ -61,9 +65,9 @@ void bandit_update_cpu(const BanditState& s, const UpdateArgs& a) {
   for (int64_t b = 0; b < B; ++b) {
     const double w = a.weights ? a.weights[b] : a.weight;
     const int code = bandits::check_observation(a.arms[b], s.n_arms, a.rewards[b],
-                                                M ? a.residuals + b * M : nullptr, M, w);
+                                                M ? a.residuals + b * M : nullptr, M, w, s.total[b]);
     if (code != 0) {
-      throw std::invalid_argument(std::string(observation_error(code)) + " (learner " + std::to_string(b) + ")");
+      throw std::invalid_argument(std::string(observation_error(code, w)) + " (learner " + std::to_string(b) + ")");
     }
   }
   parallel_chunks(B, 1024, [&](int64_t, int64_t begin, int64_t end) {

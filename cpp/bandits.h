@@ -20,6 +20,9 @@
 //              Pontil 2009), Var = per-individual variance estimate sum w (x - mean)^2 / (rounds - 1),
 //              s^2/4 while rounds < 2, clamped to [0, s^2/4]; infinite for w <= 1.
 //   Untried arms (w = 0) have an infinite radius: UCB = +inf, LCB = -inf.
+//   L is taken in log space where 2 K T / delta overflows float64 (the bounds stay finite).
+// Counts are float64 sums of weights (exact integers below 2^53); an update whose weight would
+// make a learner's total overflow float64 is rejected (error code 4), state unchanged.
 // Rules (lowest index on ties):
 //   ofs:  F = {k : LCB_h[k, j] <= 0 for all j}; F not empty: argmax_F UCB_r; else
 //         argmin_k sum_j max(0, LCB_h[k, j]).

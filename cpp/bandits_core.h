@@ -166,13 +166,21 @@ struct LearnerView {
   FK_HD double at(const double* p, int64_t i) const { return p[i * stride]; }
 };
 
+// L = log(2 K T / delta).  Where 2 K T / delta overflows float64 (a huge horizon with a tiny
+// delta) it is taken in log space, so the bounds stay finite for every finite option.
+FK_HD double confidence_log(int64_t K, double t, double delta) {
+  const double x = mul(mul(2.0, static_cast<double>(K)), t) / delta;
+  if (x < infinity()) return log(x);
+  return add(add(log(mul(2.0, static_cast<double>(K))), log(t)), -log(delta));
+}
+
 // The part of the radius shared by every arm: ucb1 / hoeffding factor, or L for Bernstein.
 FK_HD double radius_factor(const BoundOptions& o, double total, int64_t K) {
   const double t = o.horizon > 0 ? o.horizon : (total > 2 ? total : 2.0);
   switch (o.kind) {
     case BoundKind::kUcb1: return sqrt(mul(o.alpha, log(total > 2 ? total : 2.0)));
-    case BoundKind::kHoeffding: return sqrt(log(mul(mul(2.0, static_cast<double>(K)), t) / o.delta) / 2);
-    default: return log(mul(mul(2.0, static_cast<double>(K)), t) / o.delta);
+    case BoundKind::kHoeffding: return sqrt(confidence_log(K, t, o.delta) / 2);
+    default: return confidence_log(K, t, o.delta);
   }
 }
 
@@ -331,15 +339,19 @@ FK_HD void observe(const LearnerState& S, double* total, int64_t k, double rewar
   }
 }
 
-// 0 when valid, else an error code: 1 arm, 2 reward, 3 residual, 4 weight.
+// 0 when valid, else an error code: 1 arm, 2 reward, 3 residual, 4 weight (not finite and
+// positive, or so large that the learner's total would overflow float64).  Counts are float64
+// sums of weights: total >= every count of the learner (rounding is monotone) and |sum| and
+// sumsq <= count (|x| <= 1), so a finite total + weight keeps the whole state finite.
 FK_HD int check_observation(int64_t arm, int64_t K, double reward, const double* residuals, int64_t M,
-                            double weight) {
+                            double weight, double total) {
   if (arm < 0 || arm >= K) return 1;
   if (!(reward >= 0.0 && reward <= 1.0)) return 2;  // also rejects NaN
   for (int64_t j = 0; j < M; ++j) {
     if (!(residuals[j] >= -1.0 && residuals[j] <= 1.0)) return 3;
   }
   if (!(weight > 0.0) || weight == infinity()) return 4;
+  if (!(add(total, weight) < infinity())) return 4;
   return 0;
 }
 

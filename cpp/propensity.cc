@@ -12,6 +12,7 @@
 #include "propensity_kernel.h"
 #undef FK_PROPENSITY_NAMESPACE
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -29,6 +30,11 @@ int widest_build_allowed() {
     return 2;
   }();
   return widest;
+}
+
+// Whether a reduced value survives the conversion to the output dtype.
+bool representable(double value, DType dtype) {
+  return dtype == DType::kFloat64 ? std::isfinite(value) : std::isfinite(static_cast<float>(value));
 }
 
 void write_scalar(void* out, DType dtype, double value) {
@@ -65,12 +71,14 @@ void propensity_loss_cpu(const PropensityArrays& a, const PropensityOptions& opt
     total.norm += s.norm;
     total.invalid |= s.invalid;
   }
+  if (propensity_sums_overflow(opt, total.term, total.norm)) total.invalid |= kOverflow;
   require(total.invalid == 0, propensity_invalid_message(total.invalid));
   if (opt.reduction == Reduction::kNone) {
     if (opt.want_grad) write_scalar(a.grad_scale, a.dtype, 1.0 / opt.grad_prescale);
     return;
   }
   const Reduced reduced = propensity_reduce(opt, total.term, total.norm);
+  require(representable(reduced.loss, a.dtype), propensity_invalid_message(kOverflow));
   write_scalar(a.loss, a.dtype, reduced.loss);
   if (opt.want_grad) write_scalar(a.grad_scale, a.dtype, reduced.grad_scale / opt.grad_prescale);
 }

@@ -67,6 +67,7 @@ enum PropensityInvalid : int {
   kBadObserved = 4,
   kBadPropensity = 8,
   kBadImputed = 16,
+  kOverflow = 32,  // valid inputs whose row term (or derivative) or sum overflows the dtype
 };
 
 // Per-chunk partial sums of the CPU pass; chunks have a fixed size (independent of threads).
@@ -84,6 +85,11 @@ inline const char* propensity_invalid_message(int flags) {
   if (flags & kBadLabels) return "labels must lie in [0, 1] (found a value outside, or NaN)";
   if (flags & kBadObserved) return "observed must be 0 or 1 (found another value, or NaN)";
   if (flags & kBadPropensity) return "propensity must lie in (0, 1] (found a value outside, or NaN)";
+  if (flags & kOverflow) {
+    return "propensity: the weighted loss overflows the logits' dtype: a weight o / max(propensity, p_min) or a "
+           "logit is too large (with p_min = 0 a tiny or denormal propensity gives an infinite weight); raise p_min, "
+           "or use float64";
+  }
   return "";
 }
 
@@ -114,15 +120,17 @@ inline void check_propensity_options(const PropensityOptions& opt, const Propens
 // CPU implementation (propensity.cc): one fused pass, OpenMP over fixed chunks, sums combined in
 // chunk order (bit-identical whatever the thread count).  Throws std::invalid_argument when the
 // contents are invalid (NaN / inf logits, labels outside [0, 1], observed not 0/1, propensity
-// outside (0, 1]); the outputs are then unspecified.
+// outside (0, 1]), or when valid contents overflow the dtype (kOverflow: a row term or, with
+// gradients, a row derivative not finite in the compute type, the float64 sums not finite, or
+// a reduced loss beyond the dtype's range); the outputs are then unspecified.
 void propensity_loss_cpu(const PropensityArrays& arrays, const PropensityOptions& opt);
 
 // CUDA implementation (../cuda/propensity.cu), on the caller's stream (a cudaStream_t as an
 // integer), without device synchronisation.  Reductions use a grid whose size depends on N only
 // and a fixed-order combine (no atomics): the same input gives the same loss bit for bit.
 // Invalid contents cannot raise without a synchronisation: they make the loss (and, for
-// "none", the offending rows) NaN.  float16 / bfloat16 inputs are computed and accumulated in
-// float32.
+// "none", the offending rows) NaN; so does an overflow (kOverflow, as on the CPU).  float16 /
+// bfloat16 inputs are computed and accumulated in float32.
 void propensity_loss_cuda(const PropensityArrays& arrays, const PropensityOptions& opt, int device, uintptr_t stream);
 
 }  // namespace fk

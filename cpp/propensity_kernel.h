@@ -157,14 +157,19 @@ class PropensityKernel {
       d_impute[k] = clamp ? T(0) : r.d_impute * prescale;
       norm[k] = r.norm;
     }
-    s.term += lane_sum(term, m);
+    s.term += lane_sum(term, m);  // not finite when a row term overflowed T (checked on the total)
     s.norm += lane_sum(norm, m);
+    // Finite inputs, non-finite derivative: the weight overflowed T.  Counted while storing: the
+    // same test inside the row loop above stops GCC from vectorising it (10x slower).
+    int bad_grad = 0;
+    if (opt_.want_grad) {
+      bad_grad = store_grad(d_logit, df_, begin, m);
+      if constexpr (E == Estimator::kDr) bad_grad += store_grad(d_impute, dh_, begin, m);
+    }
     s.invalid |= (bad_f ? kBadLogits : 0) | (bad_y ? kBadLabels : 0) | (bad_o ? kBadObserved : 0) |
-                 (bad_p ? kBadPropensity : 0) | (bad_h ? kBadImputed : 0);
+                 (bad_p ? kBadPropensity : 0) | (bad_h ? kBadImputed : 0) |
+                 (bad_grad ? kOverflow : 0);
     if (opt_.reduction == Reduction::kNone) std::memcpy(loss_ + begin, term, m * sizeof(T));
-    if (!opt_.want_grad) return;
-    store_grad(d_logit, df_, begin, m);
-    if constexpr (E == Estimator::kDr) store_grad(d_impute, dh_, begin, m);
   }
 
   // Sum in double over 8 fixed lanes (vectorisable without reassociating anything).
@@ -181,17 +186,24 @@ class PropensityKernel {
     return total;
   }
 
-  // d/d(first) = dr/dz, d/d(second) = -dr/dz for pairs.
-  static void store_grad(const T* d, T* out, int64_t begin, int64_t m) {
+  // d/d(first) = dr/dz, d/d(second) = -dr/dz for pairs.  Returns how many were not finite.
+  static int store_grad(const T* d, T* out, int64_t begin, int64_t m) {
+    int bad = 0;
     if constexpr (Pair) {
       T* o = out + 2 * begin;
       for (int64_t k = 0; k < m; ++k) {
         o[2 * k] = d[k];
         o[2 * k + 1] = -d[k];
+        bad += !finite(d[k]);
       }
     } else {
-      std::memcpy(out + begin, d, m * sizeof(T));
+      T* o = out + begin;
+      for (int64_t k = 0; k < m; ++k) {
+        o[k] = d[k];
+        bad += !finite(d[k]);
+      }
     }
+    return bad;
   }
 
   PropensityOptions opt_;

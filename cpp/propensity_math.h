@@ -100,6 +100,17 @@ FK_HD double propensity_normaliser(Estimator e, int64_t n_rows, double sum_norm)
   return (e == Estimator::kNaive || e == Estimator::kSnips) ? sum_norm : static_cast<double>(n_rows);
 }
 
+// x - x is 0 for finite x and NaN for +-inf and NaN (no <cmath> needed on either side).
+FK_HD bool finite_double(double x) { return x - x == 0.0; }
+
+// Whether the sums overflowed float64 (kOverflow), looking at the sum of weights only where the
+// call divides by it ("mean" of naive / snips).
+FK_HD bool propensity_sums_overflow(const PropensityOptions& opt, double sum_term, double sum_norm) {
+  const bool uses_norm = opt.reduction == Reduction::kMean &&
+                         (opt.estimator == Estimator::kNaive || opt.estimator == Estimator::kSnips);
+  return !finite_double(sum_term) || (uses_norm && !finite_double(sum_norm));
+}
+
 // Reduced loss and grad_scale from the sums (mean / sum reductions).
 struct Reduced {
   double loss;

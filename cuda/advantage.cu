@@ -190,8 +190,9 @@ __global__ void group_kernel(const Real* rewards, const Real* seq_logp, GroupPar
     }
     if (m == 0) continue;
 
-    // Pass 2: ranks among rewarded rows (row order breaks "first" ties), reweighting, sum.
-    double sum = 0;
+    // Pass 2: ranks among rewarded rows (row order breaks "first" ties), reweighting, sum, and
+    // the range of the reweighted values (a constant group is centred to exactly 0).
+    double sum = 0, lo_r = INFINITY, hi_r = -INFINITY;
     for (int64_t j = lane; j < size; j += kWarp) {
       const int64_t row = p.groups.row(g, j);
       double r = as_double(rewards[row]);
@@ -212,18 +213,26 @@ __global__ void group_kernel(const Real* rewards, const Real* seq_logp, GroupPar
       }
       p.reweighted[row] = r;
       sum += r;
+      lo_r = fmin(lo_r, r);
+      hi_r = fmax(hi_r, r);
     }
     sum = warp_sum(sum);
-    const double mean = sum / double(m);
+    lo_r = warp_min(lo_r);
+    hi_r = warp_max(hi_r);
+    // As the CPU kernel: a constant group's mean is its value and its m2 is 0, exactly.
+    const bool constant = m >= 2 && lo_r == hi_r;
+    const double mean = constant ? lo_r : sum / double(m);
     double m2 = 0;
-    for (int64_t j = lane; j < size; j += kWarp) {
+    for (int64_t j = lane; j < size && !constant; j += kWarp) {
       const int64_t row = p.groups.row(g, j);
       if (is_nan(as_double(rewards[row]))) continue;
       const double d = p.reweighted[row] - mean;
       m2 += d * d;
     }
     m2 = warp_sum(m2);
-    if (p.scale == int(Scale::kBatch) && lane == 0 && !poisoned) {
+    // An infinite reward, or a sum / squared deviation beyond float64: poisoned (NaN).
+    const bool dead = poisoned || !isfinite(sum) || (p.scale != int(Scale::kNone) && !isfinite(m2));
+    if (p.scale == int(Scale::kBatch) && lane == 0 && !dead) {
       p.moments[3 * g] = double(m);
       p.moments[3 * g + 1] = mean;
       p.moments[3 * g + 2] = m2;
@@ -233,14 +242,19 @@ __global__ void group_kernel(const Real* rewards, const Real* seq_logp, GroupPar
     const bool singleton = m == 1;
     const int64_t dof = p.unbiased ? m - 1 : m;
     const double group_std = singleton ? 1.0 : (dof > 0 ? sqrt(m2 / double(dof)) : 0.0);
+    const double divisor = group_std + p.eps;
     for (int64_t j = lane; j < size; j += kWarp) {
       const int64_t row = p.groups.row(g, j);
       if (is_nan(as_double(rewards[row]))) continue;
       const double r = p.reweighted[row];
       double centered = singleton ? (p.singleton_raw ? r : 0.0)
-                                  : (p.baseline_loo ? r - (sum - r) / double(m - 1) : r - mean);
-      if (poisoned) centered = NAN;
-      p.advantage[row] = p.scale == int(Scale::kGroup) ? centered / (group_std + p.eps) : centered;
+                        : constant ? 0.0
+                                   : (p.baseline_loo ? r - (sum - r) / double(m - 1) : r - mean);
+      if (dead) centered = NAN;
+      // Divisor 0 (std 0 with eps = 0): advantage 0, a NaN stays NaN (as the CPU's inverse 0).
+      p.advantage[row] = p.scale != int(Scale::kGroup) ? centered
+                         : divisor > 0 ? centered / divisor
+                                       : centered * 0.0;
     }
   }
 }
@@ -283,21 +297,34 @@ __global__ void batch_divisor_kernel(const double* moments, DeviceGroups groups,
 
 // ---- 5. output -----------------------------------------------------------------------------
 
+// The advantage of a row from its stored value and the batch divisor (nullptr: already final).
+// As the CPU kernel: divisor 0 gives 0 (NaN stays NaN); a batch std beyond float64 gives NaN
+// on every rewarded row, 0 on the rows without a reward.
 template <typename Real>
-__global__ void write_rows_kernel(const double* advantage, const double* divisor, Real* out, int64_t n_rows) {
+__device__ __forceinline__ double batch_scaled(const double* advantage, const double* divisor, const Real* rewards,
+                                               int64_t row) {
+  const double value = advantage[row];
+  if (divisor == nullptr) return value;
+  const double d = *divisor;
+  if (!isfinite(d)) return is_nan(as_double(rewards[row])) ? 0.0 : NAN;
+  return d > 0 ? value / d : value * 0.0;
+}
+
+template <typename Real>
+__global__ void write_rows_kernel(const double* advantage, const double* divisor, const Real* rewards, Real* out,
+                                  int64_t n_rows) {
   for (int64_t row = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; row < n_rows; row += int64_t(gridDim.x) * blockDim.x) {
-    const double a = divisor != nullptr ? advantage[row] / *divisor : advantage[row];
-    out[row] = from_value<Real>(a);
+    out[row] = from_value<Real>(batch_scaled(advantage, divisor, rewards, row));
   }
 }
 
 // One block per row (grid-stride), threads along the tokens: coalesced mask reads and writes.
 template <typename Real, typename MaskT>
-__global__ void broadcast_kernel(const double* advantage, const double* divisor, const MaskT* mask, Real* out,
-                                 int64_t n_rows, int64_t n_tokens, int64_t mask_stride, int64_t out_stride) {
+__global__ void broadcast_kernel(const double* advantage, const double* divisor, const Real* rewards, const MaskT* mask,
+                                 Real* out, int64_t n_rows, int64_t n_tokens, int64_t mask_stride, int64_t out_stride) {
   using Acc = typename Accumulator<Real>::type;
   for (int64_t row = blockIdx.x; row < n_rows; row += gridDim.x) {
-    const double a64 = divisor != nullptr ? advantage[row] / *divisor : advantage[row];
+    const double a64 = batch_scaled(advantage, divisor, rewards, row);
     const Acc a = static_cast<Acc>(a64);
     const MaskT* mk = mask + row * mask_stride;
     Real* o = out + row * out_stride;
@@ -340,17 +367,19 @@ template <typename Real>
 void launch_output(const AdvantageArrays& a, const AdvantageOptions& opt, const double* advantage, const double* divisor,
                    cudaStream_t s) {
   Real* out = static_cast<Real*>(a.out);
+  const Real* rewards = static_cast<const Real*>(a.rewards);
   if (a.mask == nullptr) {
-    write_rows_kernel<<<cuda::blocks_for(opt.n_rows, kThreads), kThreads, 0, s>>>(advantage, divisor, out, opt.n_rows);
+    write_rows_kernel<<<cuda::blocks_for(opt.n_rows, kThreads), kThreads, 0, s>>>(advantage, divisor, rewards, out,
+                                                                                 opt.n_rows);
     return;
   }
   const int blocks = static_cast<int>(opt.n_rows < 1 << 20 ? (opt.n_rows > 0 ? opt.n_rows : 1) : 1 << 20);
   if (a.mask_dtype == DType::kBool || a.mask_dtype == DType::kUInt8) {
-    broadcast_kernel<<<blocks, kThreads, 0, s>>>(advantage, divisor, static_cast<const uint8_t*>(a.mask), out, opt.n_rows,
-                                                opt.n_tokens, opt.mask_row_stride, opt.out_row_stride);
+    broadcast_kernel<<<blocks, kThreads, 0, s>>>(advantage, divisor, rewards, static_cast<const uint8_t*>(a.mask), out,
+                                                opt.n_rows, opt.n_tokens, opt.mask_row_stride, opt.out_row_stride);
   } else {
-    broadcast_kernel<<<blocks, kThreads, 0, s>>>(advantage, divisor, static_cast<const Real*>(a.mask), out, opt.n_rows,
-                                                opt.n_tokens, opt.mask_row_stride, opt.out_row_stride);
+    broadcast_kernel<<<blocks, kThreads, 0, s>>>(advantage, divisor, rewards, static_cast<const Real*>(a.mask), out,
+                                                opt.n_rows, opt.n_tokens, opt.mask_row_stride, opt.out_row_stride);
   }
 }
 

@@ -25,7 +25,8 @@ __global__ void init_status(int64_t* status) {
 __device__ int observation_code(const BanditState& s, const UpdateArgs& a, int64_t b) {
   const int64_t M = s.n_constraints;
   const double w = a.weights ? a.weights[b] : a.weight;
-  return bandits::check_observation(a.arms[b], s.n_arms, a.rewards[b], M ? a.residuals + b * M : nullptr, M, w);
+  return bandits::check_observation(a.arms[b], s.n_arms, a.rewards[b], M ? a.residuals + b * M : nullptr, M, w,
+                                    s.total[b]);
 }
 
 __global__ void validate_update(BanditState s, UpdateArgs a) {

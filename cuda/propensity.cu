@@ -69,6 +69,16 @@ __device__ __forceinline__ R observed_value(const ObsT* o, int64_t i) {
   }
 }
 
+// Whether a reduced value survives the conversion to T (as the CPU's representable()).
+template <typename T>
+__device__ __forceinline__ bool representable(double value) {
+  if constexpr (std::is_same_v<T, double>) {
+    return isfinite(value);
+  } else {
+    return isfinite(to_float(from_value<T>(value)));
+  }
+}
+
 // Block partials: [term, norm] in the accumulator type, flags as int.
 template <typename Acc>
 struct Partials {
@@ -144,6 +154,10 @@ __global__ void __launch_bounds__(kThreads) propensity_rows(PropensityArrays a, 
       r.d_logit = R(0);
       r.d_impute = R(0);
     }
+    // As the CPU kernel: finite inputs with a non-finite (clamped) row term or derivative: the
+    // weight overflowed R.  (The CPU sees the term through its sum, the derivatives per row.)
+    const bool row_ok = finite(r.term) && (!opt.want_grad || (finite(r.d_logit) && finite(r.d_impute)));
+    bad |= row_ok ? 0 : kOverflow;
     if (bad) r.term = R(NAN);  // visible in the rows of "none" (the flag poisons the reduction)
     invalid |= bad;
     sum_term += static_cast<Acc>(r.term);
@@ -200,12 +214,14 @@ __global__ void __launch_bounds__(kThreads) propensity_finish(PropensityOptions 
   s_invalid[threadIdx.x] = invalid;
   block_tree_reduce(s_term, s_norm, s_invalid);
   if (threadIdx.x != 0) return;
-  const bool bad = s_invalid[0] != 0;
+  // As the CPU: sums that overflow, or a loss beyond the dtype, count as invalid (NaN).
+  bool bad = s_invalid[0] != 0 || propensity_sums_overflow(opt, s_term[0], s_norm[0]);
   if (opt.reduction == Reduction::kNone) {
     if (opt.want_grad) *grad_scale = from_value<T>(bad ? NAN : 1.0 / opt.grad_prescale);
     return;
   }
   const Reduced reduced = propensity_reduce(opt, s_term[0], s_norm[0]);
+  bad = bad || !representable<T>(reduced.loss);
   *loss = from_value<T>(bad ? NAN : reduced.loss);
   if (opt.want_grad) *grad_scale = from_value<T>(bad ? NAN : reduced.grad_scale / opt.grad_prescale);
 }

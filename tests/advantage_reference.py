@@ -36,6 +36,7 @@ def ranks(values, ties):
     return rank
 
 
+@np.errstate(invalid="ignore", over="ignore", divide="ignore")  # +-inf rewards and eps = 0: see the rules below
 def reference_group_advantages(
     rewards,
     group_size=None,
@@ -78,11 +79,21 @@ def reference_group_advantages(
                 poisoned = True
             else:
                 x = x * (1 - beta_rank * ranks(lik[valid], ties) / m)
+        # The numerical rules (README, "Numerical edge cases"): a constant group is centred to
+        # exactly 0; an infinite reward, or a sum / squared deviation beyond float64, poisons
+        # the group (NaN, left out of the batch std).
+        constant = m >= 2 and bool(np.all(x == x[0]))
+        total = x.sum()
+        m2 = 0.0 if constant else ((x - total / m) ** 2).sum()
+        poisoned = poisoned or not np.isfinite(total) or (scale != "none" and not np.isfinite(m2))
         if not poisoned:
             reweighted_all.append(x)
         if m == 1:
             centered[valid] = x if singleton == "raw" else 0.0
             group_std = 1.0
+        elif constant:
+            centered[valid] = 0.0
+            group_std = 0.0
         else:
             base = (x.sum() - x) / (m - 1) if baseline == "loo" else x.mean()
             centered[valid] = x - base
@@ -90,11 +101,19 @@ def reference_group_advantages(
         if poisoned:
             centered[valid] = np.nan
         divisor[valid] = group_std + eps
+    rewarded = ~np.isnan(r)
     if scale == "batch":
         allx = np.concatenate(reweighted_all) if reweighted_all else np.zeros(0)
         batch_std = allx.std(ddof=ddof) if len(allx) > ddof else 0.0
         divisor[:] = batch_std + eps
-    adv = centered if scale == "none" else centered / divisor
+        if not np.isfinite(batch_std):  # a batch std beyond float64: no rewarded row is defined
+            centered[rewarded] = np.nan
+            divisor[:] = 1.0
+    if scale == "none":
+        adv = centered
+    else:
+        # std 0 with eps = 0: the centred values are 0 (or their squares underflow): advantage 0.
+        adv = np.where(divisor > 0, centered / divisor, centered * 0.0)
     if mask is not None:
         adv = adv[:, None] * np.asarray(mask, dtype=np.float64)
     return adv, signal

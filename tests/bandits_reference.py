@@ -24,6 +24,12 @@ class ReferenceBounds:
 
     def update(self, arms, rewards, residuals, weight):
         weight = np.broadcast_to(np.asarray(weight, dtype=float), (self.B,))
+        # The overflow rule: an observation that would make a learner's total count (a float64
+        # sum of weights) infinite is rejected, and the whole update with it.
+        with np.errstate(over="ignore"):
+            fits = np.all(np.isfinite(self.total + weight))
+        if not fits:
+            raise ValueError("weight: too large, the learner's total count would overflow")
         for b in range(self.B):
             k, w = int(arms[b]), float(weight[b])
             assert 0 <= k < self.K and w > 0
@@ -41,8 +47,16 @@ class ReferenceBounds:
         if self.bound == "ucb1":
             return math.sqrt(self.alpha * math.log(t_seen))
         if self.bound == "hoeffding":
-            return math.sqrt(math.log(2.0 * self.K * t / self.delta) / 2)
-        return math.log(2.0 * self.K * t / self.delta)
+            return math.sqrt(self._log_confidence(t) / 2)
+        return self._log_confidence(t)
+
+    def _log_confidence(self, t: float) -> float:
+        """log(2 K T / delta), in log space where the product overflows float64."""
+        with np.errstate(over="ignore"):
+            x = 2.0 * self.K * t / self.delta
+        if math.isfinite(x):
+            return math.log(x)
+        return math.log(2.0 * self.K) + math.log(t) - math.log(self.delta)
 
     def radius(self, b: int, v: int, k: int) -> float:
         w = self.count[b, k]

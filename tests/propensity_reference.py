@@ -87,3 +87,31 @@ def reference_loss(logits, labels, observed, propensity=None, imputed=None, *, b
         grad_f = np.stack([grad_f, -grad_f], axis=1)
         grad_h = np.stack([grad_h, -grad_h], axis=1) if grad_h is not None else None
     return loss, grad_f, grad_h
+
+
+def overflows(dtype, logits, labels, observed, propensity=None, imputed=None, *, estimator="ips", p_min=0.1,
+              reduction="mean", return_grad=False, **options):
+    """The overflow rule of the kernels (README, "Numerical edge cases"): True when a weight
+    ``o / max(p, p_min)`` is infinite in ``dtype``, or a row term (and, with ``return_grad``, a
+    row derivative) is beyond ``dtype``'s range, or their float64 sum is not finite, or the
+    reduced loss is beyond ``dtype``'s range.  The kernel then raises ValueError on the CPU."""
+    big = np.finfo(dtype).max
+    with np.errstate(all="ignore"):
+        o = np.asarray(observed, dtype=dtype)
+        if estimator != "naive":
+            w = o / np.maximum(np.asarray(propensity, dtype=dtype), np.asarray(p_min, dtype=dtype))
+            if not np.all(np.isfinite(w)):
+                return True
+            if estimator == "snips" and reduction == "mean" and not np.isfinite(w.astype(np.float64).sum()):
+                return True  # the normaliser, a float64 sum of the weights
+        terms, grad_f, grad_h = reference_loss(logits, labels, observed, propensity, imputed, estimator=estimator,
+                                               p_min=p_min, reduction="none", **options)
+        if np.any(np.abs(terms) > big) or not np.isfinite(terms.sum()):
+            return True
+        if return_grad and (np.any(np.abs(grad_f) > big) or (grad_h is not None and np.any(np.abs(grad_h) > big))):
+            return True
+        if reduction == "none":
+            return False
+        loss, _, _ = reference_loss(logits, labels, observed, propensity, imputed, estimator=estimator, p_min=p_min,
+                                    reduction=reduction, **options)
+        return bool(abs(loss) > big)

@@ -107,7 +107,8 @@ def group_advantages(
         baseline: "mean" (GRPO) or "loo" (RLOO: mean of the other rewarded rows).
         scale: divide by the group's std ("group"), the batch's std ("batch") or not ("none").
         unbiased: std with N-1 (as torch.std) or N.
-        eps: added to the std before dividing.
+        eps: added to the std before dividing.  A std of 0 gives advantage 0, also with
+            ``eps=0`` (no 0/0); constant groups give exactly 0 for every option.
         singleton: groups with one rewarded row get 0 ("zero") or, as verl, baseline 0 and a
             group std of 1 ("raw").
         out: optional preallocated result (``[N]``, or ``[N, T]`` with a mask) of the rewards'
@@ -127,9 +128,11 @@ def group_advantages(
     masks of another float dtype to the rewards' dtype.  An ``out=`` the kernel cannot write in
     place (a column, another byte order, memory shared with an input) receives the result
     through one extra copy; a read-only ``out=``, one whose elements overlap, or a tensor that
-    requires grad is a ValueError.  Array arguments must be arrays (lists are a TypeError).  A NaN likelihood
-    among a group's rewarded rows (with ``beta_rank != 0``) makes that group's advantages NaN.
-    On the CPU the result is bit-identical for the same input whatever the thread count.
+    requires grad is a ValueError.  Array arguments must be arrays (lists are a TypeError).
+    A NaN likelihood among a group's rewarded rows (with ``beta_rank != 0``) makes that
+    group's advantages NaN; so does a +-inf reward, or float64 group statistics that overflow
+    (README, "Numerical edge cases"), and such a group stays out of the batch std.  On the CPU
+    the result is bit-identical for the same input whatever the thread count.
     float16/bfloat16 are accepted on CUDA only (accumulated in float32).
     """
     raw_options = (likelihood, beta_rank, ties, baseline, scale, unbiased, eps, singleton)

@@ -217,7 +217,9 @@ def propensity_loss(
         estimator: "naive" (mean over observed rows), "ips", "snips" or "dr" (see module doc).
         rho10: label flip rate P(noisy 1 | clean 0).  rho10 = rho01 = 0: no correction.
         rho01: label flip rate P(noisy 0 | clean 1).  Needs 1 - rho10 - rho01 > 0.
-        p_min: propensities below it are raised to it (weights at most 1 / p_min).
+        p_min: propensities below it are raised to it (weights at most 1 / p_min).  With
+            ``p_min=0`` a tiny (e.g. denormal) propensity can make a weight overflow the
+            dtype: that is an error, see below.
         reduction: "mean" (the estimator's value: divided by the observed count for naive, by
             N for ips and dr, by the sum of weights for snips), "sum" (sum of the row terms,
             not normalised) or "none" (the row terms: ``w_i l~_i``, or ``e_i + w_i (l~_i - e_i)``
@@ -236,7 +238,10 @@ def propensity_loss(
     zero gradients for naive, ips and snips (nothing to learn from); dr then gives the mean
     imputed loss.  Invalid contents (NaN / inf logits, labels outside [0, 1], observed not
     0/1, propensity outside (0, 1]) raise ValueError naming the argument on the CPU; on CUDA,
-    where raising would need a device synchronisation, they make the loss NaN.
+    where raising would need a device synchronisation, they make the loss NaN.  So do valid
+    contents that overflow the dtype: a weight ``o / max(p, p_min)``, a row loss or (with
+    gradients) a row derivative beyond the dtype, a float64 sum that overflows, or a reduced
+    loss beyond the dtype (ValueError "... overflows the logits' dtype ..." on the CPU).
     """
     options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
     if _arrays.is_torch_tensor(logits):

@@ -224,7 +224,9 @@ class GridBounds:
             weight: individuals each observation averages over: a number or a ``[B]`` array.
 
         Raises ValueError (state unchanged) for an arm outside [0, K), NaN or out-of-range
-        values, or a weight that is not finite and positive.  Inputs are never modified
+        values, or a weight that is not finite and positive or that would make a learner's
+        total count (a float64 sum of weights: exact integers below 2**53) overflow.  Inputs
+        are never modified
         (inputs of another dtype or layout are converted into a copy); they must be arrays
         of the state's library and device (lists are not converted).
         """

@@ -6,18 +6,18 @@ pool.  p0 = the pool's share of group a; eps = 0.1; n = 2000."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from ..bandits import EnvTable
-from ..datasets import load_compas
+from ..datasets import PathLike, load_compas
 from ._scored import fit_scores, split_pool, table_from_pool
 
 
 def make_table(grid: Union[int, Sequence[float]] = 51, *, cost: float = 1.0, eps: float = 0.1, split_seed: int = 0,
                beta: float = 0.05, kappa: float = 4.0, cohort: int = 2000, rho_min: Optional[float] = None,
-               p0: Optional[float] = None, path: Optional[Path] = None) -> EnvTable:
-    """The COMPAS table."""
+               p0: Optional[float] = None, path: Optional[PathLike] = None) -> EnvTable:
+    """The COMPAS table.  ``path``: a local copy of the CSV to read instead of the one the data
+    lookup finds (checked like any copy: see :mod:`fairkernels.datasets`)."""
     table = load_compas(path)
     train, pool = split_pool(table, split_seed)
     scores = fit_scores(table, train, pool)

@@ -6,11 +6,10 @@ jagged: the split seed is fixed and the facts report whether the constraint bind
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from ..bandits import EnvTable
-from ..datasets import load_german
+from ..datasets import PathLike, load_german
 from ._scored import fit_scores, split_pool, table_from_pool
 
 SETTINGS = {1.0: 0.05, 5.0: 0.1}  # cost -> eps
@@ -19,9 +18,10 @@ SETTINGS = {1.0: 0.05, 5.0: 0.1}  # cost -> eps
 def make_table(grid: Union[int, Sequence[float]] = 51, *, cost: float = 1.0, eps: Optional[float] = None,
                split_seed: int = 0, beta: float = 0.05, kappa: float = 4.0, cohort: int = 2000,
                rho_min: Optional[float] = None, p0: Optional[float] = None,
-               path: Optional[Path] = None) -> EnvTable:
+               path: Optional[PathLike] = None) -> EnvTable:
     """The German Credit table; ``eps`` defaults to the spec's value for ``cost`` (0.05 for c = 1,
-    0.1 for c = 5)."""
+    0.1 for c = 5).  ``path``: a local copy of ``german.data`` to read instead of the one the
+    data lookup finds (checked like any copy: see :mod:`fairkernels.datasets`)."""
     if eps is None:
         eps = SETTINGS.get(float(cost), 0.1)
     table = load_german(path)
