@@ -28,7 +28,7 @@ _OBSERVATION_ERRORS = {
     1: "arms: chosen arm out of range [0, K)",
     2: "rewards: must be finite and in [0, 1]",
     3: "residuals: must be finite and in [-1, 1]",
-    4: "weight: must be finite and > 0",
+    4: "weight: must be finite and > 0 (and must not make a learner's total count overflow)",
 }
 _FLOAT64 = {"float": "float64"}
 _INT64 = {"int": "int64"}
