@@ -234,7 +234,7 @@ def _diagnose_compas(text: str, spec: DatasetFile) -> str:
     missing = [c for c in _COMPAS_KEEP if c not in header]
     if missing:
         return f"the header lacks the columns {missing} (not this data set's header, or a damaged first line)"
-    index = {}
+    index: dict[str, int] = {}
     for i, column in enumerate(header):
         index.setdefault(column, i)
     last_line = records[-1][0] if records else 1
@@ -372,10 +372,10 @@ def load_compas_rows(path: Optional[PathLike] = None) -> dict[str, np.ndarray]:
     """
     reader = csv.reader(io.StringIO(_read_dataset("compas", path), newline=""))
     header = next(reader)
-    index = {}
+    index: dict[str, int] = {}
     for i, column in enumerate(header):
         index.setdefault(column, i)  # first occurrence (the file repeats a few columns)
-    kept = {c: [] for c in _COMPAS_KEEP}
+    kept: dict[str, list[str]] = {c: [] for c in _COMPAS_KEEP}
     for record in reader:
         for c in _COMPAS_KEEP:
             kept[c].append(record[index[c]])
