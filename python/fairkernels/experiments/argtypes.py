@@ -33,8 +33,9 @@ def integer(minimum: Optional[int] = None, maximum: Optional[int] = None) -> Cal
 def real(low: Optional[float] = None, high: Optional[float] = None, *, open_low: bool = False,
          open_high: bool = False) -> Callable[[str], float]:
     """A finite float in the interval given by low/high (closed unless open_low / open_high)."""
-    interval = f"{'(' if open_low else '['}{'-inf' if low is None else f'{low:g}'}, " \
-               f"{'inf' if high is None else f'{high:g}'}{')' if open_high else ']'}"
+    opening = "(-inf" if low is None else f"{'(' if open_low else '['}{low:g}"
+    closing = "inf)" if high is None else f"{high:g}{')' if open_high else ']'}"
+    interval = f"{opening}, {closing}"
 
     def parse(text: str) -> float:
         try:

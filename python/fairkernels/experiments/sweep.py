@@ -70,13 +70,15 @@ class Cell:
     label: a short human description (progress and failure reports).
     inputs: data handed to the cell function that is itself derived from other cells (e.g. a
         fitted base policy); not part of the key, since the config that produced it is.
-    cpus: CPUs the cell uses (the Ray task's resource request).
+    cpus, gpus: what the cell uses (the Ray task's resource request; Ray hides the GPUs from a
+        task that asks for none).
     """
 
     config: Mapping[str, Any]
     label: str = ""
     inputs: Any = None
     cpus: float = 1.0
+    gpus: float = 0.0
 
 
 def encode(value: Any) -> Any:
@@ -295,7 +297,7 @@ class RayExecutor:
             inputs = cell.inputs
             if inputs is not None:
                 inputs = shared.setdefault(id(cell.inputs), ray.put(cell.inputs))
-            task = self._remote.options(num_cpus=cell.cpus, max_retries=self.max_retries)
+            task = self._remote.options(num_cpus=cell.cpus, num_gpus=cell.gpus, max_retries=self.max_retries)
             refs[task.remote(fn, cell.config, inputs)] = index
         pending = list(refs)
         try:

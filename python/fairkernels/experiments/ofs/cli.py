@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from .. import sweep
 from ..argtypes import UniqueValues, integer, non_negative_int, positive_int, real
-from ..outputs import save_figure, write_csv_dicts, write_json
+from ..outputs import UsageError, save_figure, write_csv_dicts, write_json
 
 COLUMNS = ("avg_reward", "cum_violation", "excess_violation", "net_violation", "gap_to_oracle", "steady_violation")
 CSV_FIELDS = ["method"] + [k for c in COLUMNS + ("steady_reward",) for k in (c, c + "_se")]
@@ -106,7 +106,9 @@ def cell_config(config: Any, seed_index: int) -> dict[str, Any]:
 
 def cells_of(group: Group) -> list[sweep.Cell]:
     prefix = f"{group.label}," if group.label else ""
-    return [sweep.Cell(cell_config(group.config, s), f"{prefix}seed={s}") for s in range(group.config.seeds)]
+    gpus = 1.0 if group.config.device == "cuda" else 0.0
+    return [sweep.Cell(cell_config(group.config, s), f"{prefix}seed={s}", gpus=gpus)
+            for s in range(group.config.seeds)]
 
 
 def run_cell(config: Mapping[str, Any], inputs: Any = None) -> dict[str, Any]:
@@ -130,10 +132,13 @@ def _environment(name: str, options_json: str) -> Any:
 # ----------------------------------------------------------------------------- the command
 
 def main(args: argparse.Namespace) -> int:
+    import fairkernels
     from fairkernels.datasets import DatasetError
 
     out = sweep.output_dir(args, "ofs")
     executor = sweep.executor_from_args(args)
+    if args.device == "cuda" and executor.name == "local" and not fairkernels.cuda_available():
+        raise UsageError("--device cuda: no usable CUDA device here (fairkernels info says why)")
     groups = groups_from_args(args)
     try:  # in the driver too: the facts, and a missing data set fails before any cell runs
         envs = [_environment(g.config.env, json.dumps(g.config.env_options(), sort_keys=True)) for g in groups]
