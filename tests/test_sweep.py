@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sweep_helpers import assert_same_outputs, run_cli, strict_load
 
 import fairkernels
 from fairkernels.experiments import outputs, sweep
 from fairkernels.experiments.ofs import cli as ofs_cli
+from sweep_helpers import assert_same_outputs, run_cli, strict_load
 
 # A tiny OFS grid: 2 settings (bounds) x 2 seeds, 11 thresholds, T = 300: well under a second per cell.
 TINY_OFS = ["ofs", "--seeds", "2", "--horizon", "300", "--grid", "11", "--cohort", "200", "--eta-scales", "1",

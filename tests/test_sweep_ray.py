@@ -20,10 +20,10 @@ import pytest
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow  # a Ray cluster per module: not under the sanitizer run of CI
 from ray.cluster_utils import Cluster  # noqa: E402
-from sweep_helpers import assert_same_outputs, run_cli  # noqa: E402
 
 from fairkernels.experiments import sweep  # noqa: E402
 from fairkernels.experiments.ofs import cli as ofs_cli  # noqa: E402
+from sweep_helpers import assert_same_outputs, run_cli  # noqa: E402
 
 OFS = ["ofs", "--seeds", "2", "--horizon", "300", "--grid", "11", "--cohort", "200", "--eta-scales", "1",
        "--bound", "ucb1", "hoeffding"]
@@ -67,9 +67,8 @@ def test_causalrm_grid_through_ray_equals_the_local_pool(cluster, tmp_path, caps
 
 
 def test_grpo_grid_through_ray_equals_the_local_pool(cluster, tmp_path):
-    from test_grpo_experiment import tiny_config
-
     from fairkernels.experiments.grpo.run import run_experiments
+    from test_grpo_experiment import tiny_config
 
     local, remote = tmp_path / "local", tmp_path / "ray"
     cfg = tiny_config()

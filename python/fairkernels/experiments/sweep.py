@@ -159,7 +159,8 @@ class CellStore:
             print(f"warning: ignoring unreadable cell file {path} ({error}); the cell runs again", file=sys.stderr)
             return False, None
         expected = {"schema": CELL_SCHEMA, "experiment": self.experiment, "key": key, "version": _version()}
-        if any(record.get(k) != v for k, v in expected.items()) or dumps(record.get("config"), True) != dumps(config, True):
+        stale = any(record.get(k) != v for k, v in expected.items())
+        if stale or dumps(record.get("config"), True) != dumps(config, True):
             print(f"warning: cell file {path} does not match its configuration; the cell runs again", file=sys.stderr)
             return False, None
         return True, record["result"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any, Mapping
 
 from .. import sweep
@@ -100,7 +99,8 @@ def run_cell(cell: Mapping[str, Any], inputs: Any = None) -> list[dict]:
     import torch
 
     from .simulate import simulate
-    from .train import TrainConfig, run_cell as train_cell
+    from .train import TrainConfig
+    from .train import run_cell as train_cell
 
     torch.set_num_threads(cell["threads"])
     sim = simulate(cell["seed"], cell["alpha"], cell["rho10"], cell["rho01"], pool=cell["pool"], test=cell["test"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import itertools
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from .. import sweep

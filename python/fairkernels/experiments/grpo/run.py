@@ -273,7 +273,7 @@ def run_cells(groups: list[tuple[str, ExperimentConfig]], runner: sweep.Sweep
     evaluated = runner.run(arm_cell, [cell for _, cell in arms], "grpo arms x seeds")
     outcome = fitted.merge(evaluated).merge(blocked)
     per_group = []
-    for label, cfg in groups:
+    for _, cfg in groups:
         runs, missing = [], []
         for arm, seed, base_seed in arm_runs(cfg):
             key = runner.key(sweep.Cell(arm_cell_config(cfg, arm, seed, base_seed)))

@@ -39,7 +39,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                     "several settings are given).")
     lists = {"nargs": "+", "action": UniqueValues}
     parser.add_argument("--env", default=["synthetic"], choices=ENVIRONMENTS, **lists)
-    parser.add_argument("--seeds", type=positive_int, default=None, help="seeds per setting (default 10; 3 with --quick)")
+    parser.add_argument("--seeds", type=positive_int, default=None,
+                        help="seeds per setting (default 10; 3 with --quick)")
     parser.add_argument("--horizon", type=positive_int, default=None, **lists,
                         help="rounds T (default 10000; 2000 with --quick)")
     parser.add_argument("--grid", type=integer(2), default=[51], **lists, help="grid points K")
