@@ -43,16 +43,30 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that experiment is not part of this installation
             raise
         module.register(subparsers)
+    for command in subparsers.choices.values():
+        command.set_defaults(command_parser=command)  # for errors found after parsing (exit 2, one line)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the command; returns its exit status: 0, 1 (some cells of a sweep failed; the others
+    are saved), 2 (a usage error, found before any work starts) or 130 (interrupted)."""
+    from .experiments.outputs import UsageError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as error:
+        getattr(args, "command_parser", parser).error(str(error))  # exits with status 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished cells are saved; rerun the same command (same --out) to run the rest",
+              file=sys.stderr)
+        return 130
+    return 2  # not reached: error() exits
 
 
 if __name__ == "__main__":

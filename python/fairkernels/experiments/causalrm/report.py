@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
+
+from .. import outputs
 
 METRICS = ("nll", "rmse", "auroc")
 SETTING_KEYS = ("alpha", "rho10", "rho01", "p_min")
@@ -34,16 +34,17 @@ def summarise(records: list[dict]) -> list[dict]:
 
 def write_csv(path: Path, rows: Iterable[dict]) -> None:
     rows = list(rows)
-    if not rows:
-        return
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0].keys()))
-        writer.writeheader()
-        writer.writerows(rows)
+    if rows:
+        outputs.write_csv_dicts(path, rows)
 
 
 def write_json(path: Path, payload: dict) -> None:
-    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    """Strict JSON (NaN and infinities written as null), atomically."""
+    outputs.write_json(path, payload, indent=2)
+
+
+def write_text(path: Path, text: str) -> None:
+    outputs.atomic_write_text(path, text)
 
 
 def noise_settings(summary: list[dict]) -> list[tuple[float, float, float]]:
@@ -102,5 +103,5 @@ def plot(summary: list[dict], methods: list[str], metric: str, path: Path) -> No
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    outputs.save_figure(fig, path, dpi=110)
     plt.close(fig)

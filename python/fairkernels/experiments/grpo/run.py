@@ -8,22 +8,21 @@ over seeds.  Outputs (CSV, JSON with the full configuration, PNG) go to ``out_di
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
-import json
-import multiprocessing as mp
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 import fairkernels
 
+from .. import outputs, sweep
 from .passk import pass_at_k
 from .policy import ProofPolicy
 from .tasks import DOUBLE, Problem, ProblemSets, TaskConfig, batch_verify, generate_problems
@@ -174,78 +173,121 @@ def summarise_eval(ev: dict[str, np.ndarray], n: int, ks: tuple[int, ...]) -> di
     return out
 
 
-# ----------------------------------------------------------------------------- jobs
+# ----------------------------------------------------------------------------- cells
 
-def _init_worker() -> None:
+def fit_cell_config(cfg: ExperimentConfig, base_seed: int) -> dict[str, Any]:
+    """What a base policy depends on: the task, the fitting configuration and its seed."""
+    return {"stage": "fit", "task": asdict(cfg.task), "fit": asdict(cfg.fit), "base_seed": base_seed}
+
+
+def arm_cell_config(cfg: ExperimentConfig, arm: str, seed: int, base_seed: int) -> dict[str, Any]:
+    """What one (arm, seed) run depends on: its base policy's configuration, the arm's GRPO
+    configuration (None for the base arm) and the evaluation settings."""
+    return {"stage": "arm", "task": asdict(cfg.task), "fit": asdict(cfg.fit),
+            "grpo": None if arm == "base" else asdict(cfg.arm_grpo(arm)), "eval_samples": cfg.eval_samples,
+            "ks": list(cfg.ks), "eval_group": cfg.eval_group, "arm": arm, "seed": seed, "base_seed": base_seed}
+
+
+def arm_runs(cfg: ExperimentConfig) -> list[tuple[str, int, int]]:
+    """(arm, seed, base seed) of every run, in table order: the base arm once per base seed, each
+    RL arm once per RL seed (RL seeds cycle over the base seeds)."""
+    runs = []
+    for arm in cfg.arms:
+        if arm == "base":
+            runs += [(arm, s, s) for s in cfg.base_seeds]
+        else:
+            runs += [(arm, s, cfg.base_seed_for(i)) for i, s in enumerate(cfg.rl_seeds)]
+    return runs
+
+
+def fit_cell(config: dict[str, Any], inputs: Any = None) -> dict[str, Any]:
+    """Cell function: fits one base policy; returns its parameters (numpy) and the fit time."""
     torch.set_num_threads(1)
-
-
-def _job_fit(cfg: ExperimentConfig, base_seed: int) -> tuple[int, dict[str, torch.Tensor], float]:
     t0 = time.perf_counter()
-    problems = generate_problems(cfg.task)
-    policy = fit_base(problems, cfg.task, cfg.fit, seed=base_seed)
-    return base_seed, policy.state_dict(), time.perf_counter() - t0
+    task = TaskConfig(**config["task"])
+    policy = fit_base(generate_problems(task), task, FitConfig(**config["fit"]), seed=config["base_seed"])
+    state = {name: value.detach().numpy() for name, value in policy.state_dict().items()}
+    return {"state": state, "seconds": time.perf_counter() - t0}
 
 
-def _new_policy(cfg: ExperimentConfig, state: dict[str, torch.Tensor]) -> ProofPolicy:
-    policy = ProofPolicy(cfg.task.max_start, cfg.task.max_delta, cfg.task.max_len,
-                         hidden=cfg.fit.hidden)
-    policy.load_state_dict(state)
-    return policy
-
-
-def _job_arm(args: tuple[ExperimentConfig, str, int, int, dict[str, torch.Tensor]]
-             ) -> dict[str, Any]:
-    """Train (unless base) and evaluate one (arm, seed)."""
-    cfg, arm, seed, base_seed, state = args
+def arm_cell(config: dict[str, Any], base_state: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Cell function: trains (unless base) and evaluates one (arm, seed) from its base policy."""
+    torch.set_num_threads(1)
     t0 = time.perf_counter()
-    problems = generate_problems(cfg.task)
-    policy = _new_policy(cfg, state)
+    task, fit = TaskConfig(**config["task"]), FitConfig(**config["fit"])
+    arm, seed, eval_samples, ks = config["arm"], config["seed"], config["eval_samples"], tuple(config["ks"])
+    problems = generate_problems(task)
+    policy = ProofPolicy(task.max_start, task.max_delta, task.max_len, hidden=fit.hidden)
+    policy.load_state_dict({name: torch.from_numpy(value) for name, value in base_state.items()})
     train_summary: dict[str, float] = {}
     if arm != "base":
-        policy, log = train_grpo(policy, problems.train, cfg.arm_grpo(arm), seed=1000 + seed)
+        policy, log = train_grpo(policy, problems.train, GRPOConfig(**config["grpo"]), seed=1000 + seed)
         train_summary = log.summary()
     t_train = time.perf_counter() - t0
     metrics = {}
     sets = eval_sets(problems)
     for name in ("heldout_hard", "heldout_medium", "train"):
         # a fixed evaluation seed per set and seed index: independent of the arm
-        metrics[name] = evaluate(policy, sets[name], cfg.eval_samples,
-                                 seed=77_000 + 10 * seed + EVAL_SETS.index(name),
-                                 group=cfg.eval_group)
-    metrics["heldout"] = {k: np.concatenate([metrics["heldout_hard"][k],
-                                             metrics["heldout_medium"][k]])
+        metrics[name] = evaluate(policy, sets[name], eval_samples, seed=77_000 + 10 * seed + EVAL_SETS.index(name),
+                                 group=config["eval_group"])
+    metrics["heldout"] = {k: np.concatenate([metrics["heldout_hard"][k], metrics["heldout_medium"][k]])
                           for k in metrics["heldout_hard"]}
     return {
-        "arm": arm, "seed": seed, "base_seed": base_seed,
-        "metrics": {s: summarise_eval(metrics[s], cfg.eval_samples, cfg.ks) for s in EVAL_SETS},
+        "arm": arm, "seed": seed, "base_seed": config["base_seed"],
+        "metrics": {s: summarise_eval(metrics[s], eval_samples, ks) for s in EVAL_SETS},
         "correct_counts": {s: metrics[s]["correct"].astype(int).tolist() for s in EVAL_SETS},
         "train_log": train_summary,
         "seconds": {"train": t_train, "total": time.perf_counter() - t0},
     }
 
 
-def _map(fn: Callable, jobs: list, workers: int, desc: str, quiet: bool) -> list:
-    """Run jobs in a spawn pool (or in-process for one worker) with a tqdm bar."""
-    from tqdm import tqdm
-    bar = tqdm(total=len(jobs), desc=desc, disable=quiet, unit="job")
-    results = []
-    if workers == 1 or len(jobs) == 1:
-        for job in jobs:
-            results.append(fn(job))
-            bar.update()
-    else:
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
-            for res in pool.imap_unordered(fn, jobs):
-                results.append(res)
-                bar.update()
-    bar.close()
-    return results
+def _group_prefix(label: str) -> str:
+    return f"{label}," if label else ""
 
 
-def _fit_star(args: tuple[ExperimentConfig, int]) -> tuple[int, dict[str, torch.Tensor], float]:
-    return _job_fit(*args)
+def run_cells(groups: list[tuple[str, ExperimentConfig]], runner: sweep.Sweep
+              ) -> tuple[list[dict[str, Any]], sweep.SweepResult]:
+    """Fits every base policy (stage 1), then runs every (arm, seed) of every group (stage 2).
+    Returns, per group, {"runs": the finished runs in table order, "fit_seconds", "missing"}."""
+    fits: dict[str, sweep.Cell] = {}
+    for label, cfg in groups:
+        for s in cfg.base_seeds:
+            cell = sweep.Cell(fit_cell_config(cfg, s), f"{_group_prefix(label)}fit base_seed={s}")
+            fits.setdefault(runner.key(cell), cell)
+    fitted = runner.run(fit_cell, list(fits.values()), "grpo base fits")
+    arms: list[tuple[float, sweep.Cell]] = []
+    blocked = sweep.SweepResult()
+    for label, cfg in groups:
+        for arm, seed, base_seed in arm_runs(cfg):
+            fit_key = runner.key(sweep.Cell(fit_cell_config(cfg, base_seed)))
+            cell_label = f"{_group_prefix(label)}arm={arm},seed={seed}"
+            config = arm_cell_config(cfg, arm, seed, base_seed)
+            if fit_key not in fitted.results:
+                blocked.failures.append(sweep.Failure(cell_label, config, f"its base policy (base_seed={base_seed}) "
+                                                      "was not fitted: see that cell's failure"))
+                continue
+            # longest cells first, so that the workers finish together
+            cost = 0 if arm == "base" else -cfg.arm_grpo(arm).ppo_epochs
+            arms.append((cost, sweep.Cell(config, cell_label, inputs=fitted.results[fit_key]["state"])))
+    arms.sort(key=lambda item: item[0])
+    evaluated = runner.run(arm_cell, [cell for _, cell in arms], "grpo arms x seeds")
+    outcome = fitted.merge(evaluated).merge(blocked)
+    per_group = []
+    for _, cfg in groups:
+        runs, missing = [], []
+        for arm, seed, base_seed in arm_runs(cfg):
+            key = runner.key(sweep.Cell(arm_cell_config(cfg, arm, seed, base_seed)))
+            if key in outcome.results:
+                runs.append(outcome.results[key])
+            else:
+                missing.append({"arm": arm, "seed": seed})
+        fit_seconds = {}
+        for s in cfg.base_seeds:
+            key = runner.key(sweep.Cell(fit_cell_config(cfg, s)))
+            if key in outcome.results:
+                fit_seconds[str(s)] = outcome.results[key]["seconds"]
+        per_group.append({"runs": runs, "fit_seconds": fit_seconds, "missing": missing})
+    return per_group, outcome
 
 
 # ----------------------------------------------------------------------------- summary / output
@@ -315,33 +357,82 @@ def plot(summary: list[dict[str, Any]], cfg: ExperimentConfig, path: Path) -> No
     axes[0].set_ylabel("pass@N")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    outputs.save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
 def write_outputs(out_dir: Path, cfg: ExperimentConfig, runs: list[dict[str, Any]],
                   summary: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Path]:
-    """Write runs.csv, summary.csv, results.json and passk.png into ``out_dir``."""
+    """Write runs.csv, summary.csv, results.json (strict JSON: NaN as null) and passk.png into
+    ``out_dir``, each atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"runs_csv": out_dir / "runs.csv", "summary_csv": out_dir / "summary.csv",
              "json": out_dir / "results.json", "png": out_dir / "passk.png"}
     metric_names = list(runs[0]["metrics"]["train"])
-    with open(paths["runs_csv"], "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["arm", "seed", "base_seed", "set"] + metric_names)
-        for r in sorted(runs, key=lambda r: (cfg.arms.index(r["arm"]), r["seed"])):
-            for s in EVAL_SETS:
-                w.writerow([r["arm"], r["seed"], r["base_seed"], s]
-                           + [r["metrics"][s][m] for m in metric_names])
-    with open(paths["summary_csv"], "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["arm", "set", "metric", "n_seeds", "mean", "se"])
-        w.writeheader()
-        w.writerows(summary)
+    rows = []
+    for r in sorted(runs, key=lambda r: (cfg.arms.index(r["arm"]), r["seed"])):
+        for s in EVAL_SETS:
+            rows.append([r["arm"], r["seed"], r["base_seed"], s] + [r["metrics"][s][m] for m in metric_names])
+    outputs.write_csv_rows(paths["runs_csv"], ["arm", "seed", "base_seed", "set"] + metric_names, rows)
+    outputs.write_csv_dicts(paths["summary_csv"], summary, ["arm", "set", "metric", "n_seeds", "mean", "se"])
     doc = {"fairkernels_version": fairkernels.__version__, "config": config_to_dict(cfg),
            "summary": summary, "runs": runs, **extra}
-    paths["json"].write_text(json.dumps(doc, indent=1, default=float))
+    outputs.write_json(paths["json"], doc)
     plot(summary, cfg, paths["png"])
     return paths
+
+
+def report_group(label: str, cfg: ExperimentConfig, group: dict[str, Any], out_dir: Path, quiet: bool,
+                 extra: dict[str, Any]) -> dict[str, Any] | None:
+    """Summary, tables and files of one group from its finished runs (None if it has none)."""
+    runs = group["runs"]
+    if not runs:
+        print(f"grpo{' ' + label if label else ''}: no finished run, no output", file=sys.stderr)
+        return None
+    present = tuple(a for a in cfg.arms if any(r["arm"] == a for r in runs))
+    shown = replace(cfg, arms=present)  # arms whose every run failed are left out of the tables
+    summary = aggregate(runs, shown)
+    tables = format_tables(summary, shown)
+    if not quiet:
+        if label:
+            print(f"\n[{label}]")
+        print(tables)
+    doc_extra = {"tables_markdown": tables, "fit_seconds": group["fit_seconds"],
+                 "complete": not group["missing"], "missing_runs": group["missing"], **extra}
+    paths = write_outputs(out_dir, shown, runs, summary, doc_extra)
+    return {"runs": runs, "summary": summary, "paths": paths, "tables": tables}
+
+
+def write_sweep_table(path: Path, reports: list[tuple[str, ExperimentConfig, dict[str, Any]]]) -> None:
+    """summary.csv of every group, with the group's label, variant, steps and n_train_hard."""
+    rows = [{"group": label, "variant": cfg.variant, "steps": cfg.grpo.steps, "n_train_hard": cfg.task.n_train_hard,
+             **row} for label, cfg, report in reports for row in report["summary"]]
+    outputs.write_csv_dicts(path, rows, ["group", "variant", "steps", "n_train_hard",
+                                         "arm", "set", "metric", "n_seeds", "mean", "se"])
+
+
+def run_experiments(groups: list[tuple[str, ExperimentConfig]], out_dir: Path, executor: Any = None,
+                    quiet: bool = False) -> tuple[list[dict[str, Any] | None], sweep.SweepResult]:
+    """Runs the groups' cells into ``out_dir/cells`` (finished cells are reused), then writes each
+    group's outputs (into ``out_dir`` for one group, ``out_dir/<label>`` for several)."""
+    t0 = time.perf_counter()
+    out_dir = outputs.prepare_output_dir(out_dir)
+    executor = executor if executor is not None else sweep.LocalExecutor(groups[0][1].workers)
+    with executor:
+        per_group, outcome = run_cells(groups, sweep.Sweep("grpo", out_dir, executor, progress=not quiet))
+    extra = {"wall_seconds": time.perf_counter() - t0,
+             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+             "date": _dt.datetime.now().isoformat(timespec="seconds")}
+    reports = []
+    for (label, cfg), group in zip(groups, per_group):
+        folder = out_dir if len(groups) == 1 else out_dir / label
+        reports.append(report_group(label, cfg, group, folder, quiet, extra))
+    if len(groups) > 1:
+        write_sweep_table(out_dir / "sweep.csv", [(label, cfg, r) for (label, cfg), r in zip(groups, reports) if r])
+    if not quiet:
+        print(f"\nwrote {out_dir} ({extra['wall_seconds']:.0f} s; cells: {outcome.done} run, "
+              f"{outcome.skipped} already done, {len(outcome.failures)} failed)")
+    return reports, outcome
 
 
 def default_out_dir() -> Path:
@@ -355,36 +446,17 @@ def default_out_dir() -> Path:
     return path
 
 
-def run_experiment(cfg: ExperimentConfig, out_dir: Path | None = None,
-                   quiet: bool = False) -> dict[str, Any]:
-    """Fit the bases, run every (arm, seed), evaluate, print tables and write the outputs."""
-    t0 = time.perf_counter()
-    torch.set_num_threads(1)
+def run_experiment(cfg: ExperimentConfig, out_dir: Path | None = None, quiet: bool = False,
+                   executor: Any = None) -> dict[str, Any]:
+    """Fit the bases, run every (arm, seed), evaluate, print tables and write the outputs.
+
+    The cells run on ``executor`` (default: a local pool of ``cfg.workers`` processes) and are
+    kept in ``out_dir/cells``: calling again with the same ``out_dir`` runs only missing cells.
+    Raises RuntimeError, naming the failed cells, if any cell failed (the others are saved)."""
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir()
-    fits = _map(_fit_star, [(cfg, s) for s in cfg.base_seeds], cfg.workers, "fit base", quiet)
-    states = {seed: state for seed, state, _ in fits}
-    jobs = []
-    for arm in cfg.arms:
-        if arm == "base":
-            jobs += [(cfg, arm, s, s, states[s]) for s in cfg.base_seeds]
-        else:
-            jobs += [(cfg, arm, s, cfg.base_seed_for(i), states[cfg.base_seed_for(i)])
-                     for i, s in enumerate(cfg.rl_seeds)]
-    # longest jobs first so the pool ends together
-    jobs.sort(key=lambda j: 0 if j[1] == "base" else -cfg.arm_grpo(j[1]).ppo_epochs)
-    runs = _map(_job_arm, jobs, cfg.workers, "arms x seeds", quiet)
-    summary = aggregate(runs, cfg)
-    tables = format_tables(summary, cfg)
-    if not quiet:
-        print(tables)
-    extra = {"tables_markdown": tables,
-             "fit_seconds": {str(s): t for s, _, t in fits},
-             "wall_seconds": time.perf_counter() - t0,
-             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                         "torch": torch.__version__},
-             "date": _dt.datetime.now().isoformat(timespec="seconds")}
-    paths = write_outputs(out_dir, cfg, runs, summary, extra)
-    if not quiet:
-        print(f"\nwrote {', '.join(str(p) for p in paths.values())} "
-              f"({extra['wall_seconds']:.0f} s)")
-    return {"runs": runs, "summary": summary, "paths": paths, "tables": tables}
+    reports, outcome = run_experiments([("", cfg)], out_dir, executor, quiet)
+    if outcome.failures:
+        sweep.report_failures(out_dir, outcome)
+        raise RuntimeError(f"{len(outcome.failures)} cells failed: "
+                           + "; ".join(f"[{f.label}] {f.headline()}" for f in outcome.failures))
+    return reports[0]

@@ -1,46 +1,228 @@
-"""``fairkernels ofs``: the Optimistic Feasible Search experiment on one environment."""
+"""``fairkernels ofs``: the Optimistic Feasible Search experiment, over a grid of settings.
+
+One group = one setting (environment, horizon, grid, cohort, cost, eps, rho_min, bound, alpha,
+delta, split seed: every flag that takes a list); one cell = one seed of one group (every method
+and every fixed threshold in one fused call). The group's table is made from its seeds' cells.
+"""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as _dt
+import functools
+import itertools
 import json
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
+
+from .. import sweep
+from ..argtypes import UniqueValues, integer, non_negative_int, positive_int, real
+from ..outputs import UsageError, save_figure, write_csv_dicts, write_json
 
 COLUMNS = ("avg_reward", "cum_violation", "excess_violation", "net_violation", "gap_to_oracle", "steady_violation")
+CSV_FIELDS = ["method"] + [k for c in COLUMNS + ("steady_reward",) for k in (c, c + "_se")]
+ENVIRONMENTS = ("synthetic", "german", "compas")  # as fairkernels.envs.ENVIRONMENTS (not imported: cheap CLI)
+#: The flags that take lists, in the order of the grid (and of the group labels).
+AXES = ("env", "horizon", "grid", "cohort", "cost", "eps", "rho_min", "bound", "alpha", "delta", "split_seed")
+#: Configuration fields that only the aggregation reads (not part of a cell's key).
+AGGREGATION_ONLY = ("seeds", "steady_fraction", "extra")
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "ofs", help="Optimistic Feasible Search vs UCB, primal-dual and the fixed-threshold oracle",
         description="Runs OFS, UCB, primal-dual (eta sweep) and every fixed threshold through the closed loop "
-                    "over seeds; prints the environment's facts and the table; writes CSV, JSON and PNG to --out.")
-    parser.add_argument("--env", default="synthetic", choices=("synthetic", "german", "compas"))
-    parser.add_argument("--seeds", type=int, default=None, help="seeds (default 10; 3 with --quick)")
-    parser.add_argument("--horizon", type=int, default=None, help="rounds T (default 10000; 2000 with --quick)")
-    parser.add_argument("--grid", type=int, default=51, help="grid points K")
-    parser.add_argument("--cohort", type=int, default=2000, help="individuals per round n")
-    parser.add_argument("--cost", type=float, default=None, help="false-positive cost c (default 1; german: 1 or 5)")
-    parser.add_argument("--eps", type=float, default=None,
+                    "over seeds, for every combination of the list-valued settings; prints each setting's facts "
+                    "and table; writes CSV, JSON and PNG to --out (one subfolder per setting and sweep.csv when "
+                    "several settings are given).")
+    lists = {"nargs": "+", "action": UniqueValues}
+    parser.add_argument("--env", default=["synthetic"], choices=ENVIRONMENTS, **lists)
+    parser.add_argument("--seeds", type=positive_int, default=None,
+                        help="seeds per setting (default 10; 3 with --quick)")
+    parser.add_argument("--horizon", type=positive_int, default=None, **lists,
+                        help="rounds T (default 10000; 2000 with --quick)")
+    parser.add_argument("--grid", type=integer(2), default=[51], **lists, help="grid points K")
+    parser.add_argument("--cohort", type=positive_int, default=[2000], **lists, help="individuals per round n")
+    parser.add_argument("--cost", type=real(0), default=[None], **lists,
+                        help="false-positive cost c (default 1; german: 1 or 5)")
+    parser.add_argument("--eps", type=real(0, 1), default=[None], **lists,
                         help="DP tolerance (default 0.1; german: 0.05 for c=1, 0.1 for c=5)")
-    parser.add_argument("--rho-min", type=float, default=None, help="add the service-rate constraint A >= rho_min")
-    parser.add_argument("--bound", default="ucb1", choices=("ucb1", "hoeffding", "bernstein"))
-    parser.add_argument("--alpha", type=float, default=2.0)
-    parser.add_argument("--delta", type=float, default=0.05)
-    parser.add_argument("--eta-scales", type=float, nargs="+", default=[0.1, 1.0, 10.0],
-                        help="primal-dual step sizes, in units of 1/sqrt(T)")
-    parser.add_argument("--steady-fraction", type=float, default=0.2, help="steady state = this last fraction")
-    parser.add_argument("--split-seed", type=int, default=0, help="train/pool split of german and compas")
-    parser.add_argument("--seed", type=int, default=0, help="Philox key of all random streams")
+    parser.add_argument("--rho-min", type=real(0, 1), default=[None], **lists,
+                        help="add the service-rate constraint A >= rho_min")
+    parser.add_argument("--bound", default=["ucb1"], choices=("ucb1", "hoeffding", "bernstein"), **lists)
+    parser.add_argument("--alpha", type=real(0, open_low=True), default=[2.0], **lists)
+    parser.add_argument("--delta", type=real(0, 1, open_low=True, open_high=True), default=[0.05], **lists)
+    parser.add_argument("--eta-scales", type=real(0), default=[0.1, 1.0, 10.0], **lists,
+                        help="primal-dual step sizes, in units of 1/sqrt(T) (methods of every setting)")
+    parser.add_argument("--steady-fraction", type=real(0, 1, open_low=True), default=0.2,
+                        help="steady state = this last fraction")
+    parser.add_argument("--split-seed", type=non_negative_int, default=[0], **lists,
+                        help="train/pool split of german and compas")
+    parser.add_argument("--seed", type=integer(0, 2**64 - 1), default=0, help="Philox key of all random streams")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--quick", action="store_true", help="3 seeds, T = 2000: seconds")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: a new folder in ./runs/)")
     parser.add_argument("--no-plots", action="store_true")
+    sweep.add_sweep_arguments(parser)
     parser.set_defaults(func=main)
+    return parser
+
+
+# ----------------------------------------------------------------------------- the grid
+
+@dataclass(frozen=True)
+class Group:
+    label: str          # the varied settings, e.g. "env=german,cost=5" ("" for a single setting)
+    settings: dict      # axis -> value
+    config: Any         # run.Config
+
+
+def groups_from_args(args: argparse.Namespace) -> list[Group]:
+    from .run import Config
+
+    seeds = args.seeds if args.seeds is not None else (3 if args.quick else 10)
+    values = {axis: getattr(args, axis) for axis in AXES}
+    if values["horizon"] is None:
+        values["horizon"] = [2000 if args.quick else 10000]
+    varied = [axis for axis in AXES if len(values[axis]) > 1]
+    groups = []
+    for combination in itertools.product(*(values[axis] for axis in AXES)):
+        settings = dict(zip(AXES, combination))
+        config = Config(seeds=seeds, eta_scales=tuple(args.eta_scales), steady_fraction=args.steady_fraction,
+                        seed=args.seed, device=args.device, **settings)
+        groups.append(Group(sweep.group_label(settings, varied), settings, config))
+    return groups
+
+
+def cell_config(config: Any, seed_index: int) -> dict[str, Any]:
+    """What one seed's run depends on: the configuration without the aggregation-only fields
+    (the split seed only where the environment has a split), and the seed index."""
+    fields = {k: v for k, v in asdict(config).items() if k not in AGGREGATION_ONLY}
+    if config.env == "synthetic":
+        fields["split_seed"] = 0  # no split: every split seed gives the same cell
+    fields["eta_scales"] = list(config.eta_scales)
+    return {**fields, "seed_index": seed_index}
+
+
+def cells_of(group: Group) -> list[sweep.Cell]:
+    prefix = f"{group.label}," if group.label else ""
+    gpus = 1.0 if group.config.device == "cuda" else 0.0
+    return [sweep.Cell(cell_config(group.config, s), f"{prefix}seed={s}", gpus=gpus)
+            for s in range(group.config.seeds)]
+
+
+def run_cell(config: Mapping[str, Any], inputs: Any = None) -> dict[str, Any]:
+    """The cell function (runs in a worker): one seed of one setting."""
+    from .run import Config, run_seed
+
+    options = {k: v for k, v in config.items() if k != "seed_index"}
+    run_config = Config(**{**options, "eta_scales": tuple(options["eta_scales"])})
+    return run_seed(run_config, _environment(run_config.env, json.dumps(run_config.env_options(), sort_keys=True)),
+                    int(config["seed_index"]))
+
+
+@functools.lru_cache(maxsize=8)
+def _environment(name: str, options_json: str) -> Any:
+    """The environment table, built once per worker process (the data sets fit a score model)."""
+    from fairkernels.envs import make_env
+
+    return make_env(name, **json.loads(options_json))
+
+
+# ----------------------------------------------------------------------------- the command
+
+def main(args: argparse.Namespace) -> int:
+    import fairkernels
+    from fairkernels.datasets import DatasetError
+
+    out = sweep.output_dir(args, "ofs")
+    executor = sweep.executor_from_args(args)
+    if args.device == "cuda" and executor.name == "local" and not fairkernels.cuda_available():
+        raise UsageError("--device cuda: no usable CUDA device here (fairkernels info says why)")
+    groups = groups_from_args(args)
+    try:  # in the driver too: the facts, and a missing data set fails before any cell runs
+        envs = [_environment(g.config.env, json.dumps(g.config.env_options(), sort_keys=True)) for g in groups]
+    except DatasetError as error:
+        print(f"fairkernels ofs: {error}", file=sys.stderr)
+        return 2
+    started = time.time()
+    with executor:
+        result = sweep.Sweep("ofs", out, executor, progress=not args.quiet).run(
+            run_cell, [cell for g in groups for cell in cells_of(g)], desc="ofs cells")
+    elapsed = time.time() - started
+    summaries = []
+    for group, env in zip(groups, envs):
+        folder = out if len(groups) == 1 else out / group.label
+        summary = report_group(group, env, result, folder, args, elapsed)
+        if summary is not None:
+            summaries.append((group, summary))
+    if len(groups) > 1:
+        write_sweep_table(out / "sweep.csv", summaries)
+    if not args.quiet:
+        print(f"wrote {out} ({elapsed:.1f} s; cells: {result.done} run, {result.skipped} already done, "
+              f"{len(result.failures)} failed)")
+    return sweep.report_failures(out, result)
+
+
+def report_group(group: Group, env: Any, result: sweep.SweepResult, folder: Path, args: argparse.Namespace,
+                 elapsed: float) -> Any:
+    """Aggregates the group's finished seeds, prints and writes its outputs; None without any."""
+    import fairkernels
+
+    from .run import summarise
+
+    keys = [sweep.cell_key("ofs", cell.config) for cell in cells_of(group)]
+    seeds_done = [s for s, key in enumerate(keys) if key in result.results]
+    if not seeds_done:
+        print(f"{group.label or 'ofs'}: no finished seed, no output", file=sys.stderr)
+        return None
+    config = group.config
+    results = summarise(config, env, [result.results[keys[s]] for s in seeds_done])
+    results["seeds_done"] = seeds_done
+    results["complete"] = len(seeds_done) == config.seeds
+    results["version"] = fairkernels.__version__
+    results["command"] = "fairkernels " + " ".join(sys.argv[1:]) if sys.argv and "ofs" in sys.argv else None
+    results["elapsed_s"] = elapsed
+    if not args.quiet:
+        _print_group(group, env, config, results)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_csv_dicts(folder / "results.csv", results["rows"], CSV_FIELDS, extrasaction="ignore")
+    write_json(folder / "results.json", results)
+    if not args.no_plots:
+        _plots(results, folder)
+    return results
+
+
+def _print_group(group: Group, env: Any, config: Any, results: dict) -> None:
+    done = len(results["seeds_done"])
+    seeds = f"{config.seeds}" if results["complete"] else f"{done} of {config.seeds} (incomplete)"
+    title = f"[{group.label}] " if group.label else ""
+    print(f"{title}environment {env.name}: K={env.n_arms}, n={env.cohort}, c={env.cost:g}, eps={env.eps:g}, "
+          f"p0={env.p0:.3f}, T={config.horizon}, seeds={seeds}")
+    print("facts (expected values at each threshold's steady share):")
+    print("  " + results["facts_text"].replace("\n", "\n  "))
+    o = results["oracle"]
+    if o["arm"] is None:
+        print("simulated oracle: no fixed threshold is feasible in steady state")
+    else:
+        print(f"simulated oracle: threshold {o['threshold']:.3f} (arm {o['arm']}), steady reward "
+              f"{o['steady_reward']:.4f}, steady residual {o['steady_residual']:+.4f}")
+    print(_format_table(results["rows"]))
+
+
+def write_sweep_table(path: Path, summaries: list[tuple[Group, dict]]) -> None:
+    """One row per (setting, method): the settings' values, then the columns of results.csv."""
+    rows = []
+    for group, results in summaries:
+        for row in results["rows"]:
+            rows.append({"group": group.label, **{a: _csv_value(group.settings[a]) for a in AXES},
+                         "seeds": len(results["seeds_done"]), **row})
+    write_csv_dicts(path, rows, ["group", *AXES, "seeds", *CSV_FIELDS], extrasaction="ignore")
+
+
+def _csv_value(value: Any) -> Any:
+    return "" if value is None else value
 
 
 def _format_table(rows: list[dict]) -> str:
@@ -52,62 +234,6 @@ def _format_table(rows: list[dict]) -> str:
             cells.append(f"{r[key]:{fmt}} ± {r[key + '_se']:{fmt.lstrip('+')}}")
         lines.append(" | ".join(cells))
     return "\n".join(lines)
-
-
-def main(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    import fairkernels
-    from fairkernels.datasets import DatasetError
-    from fairkernels.envs import make_env
-
-    from .run import Config, run_experiment
-
-    seeds = args.seeds if args.seeds is not None else (3 if args.quick else 10)
-    horizon = args.horizon if args.horizon is not None else (2000 if args.quick else 10000)
-    if seeds < 1 or horizon < 1:
-        print("--seeds and --horizon must be >= 1", file=sys.stderr)
-        return 2
-    config = Config(env=args.env, seeds=seeds, horizon=horizon, grid=args.grid, cohort=args.cohort, cost=args.cost,
-                    eps=args.eps, rho_min=args.rho_min, bound=args.bound, alpha=args.alpha, delta=args.delta,
-                    eta_scales=tuple(args.eta_scales), steady_fraction=args.steady_fraction,
-                    split_seed=args.split_seed, seed=args.seed, device=args.device)
-    started = time.time()
-    try:
-        env = make_env(config.env, **config.env_options())
-    except DatasetError as error:
-        print(f"fairkernels ofs: {error}", file=sys.stderr)
-        return 2
-    print(f"environment {env.name}: K={env.n_arms}, n={env.cohort}, c={env.cost:g}, eps={env.eps:g}, "
-          f"p0={env.p0:.3f}, T={horizon}, seeds={seeds}")
-    with tqdm(total=seeds, desc=f"ofs {env.name}", unit="seed", file=sys.stderr) as bar:
-        results = run_experiment(config, env, progress=bar.update)
-    elapsed = time.time() - started
-    results["version"] = fairkernels.__version__
-    results["command"] = "fairkernels " + " ".join(sys.argv[1:]) if sys.argv and "ofs" in sys.argv else None
-    results["elapsed_s"] = elapsed
-    print("facts (expected values at each threshold's steady share):")
-    print("  " + results["facts_text"].replace("\n", "\n  "))
-    o = results["oracle"]
-    if o["arm"] is None:
-        print("simulated oracle: no fixed threshold is feasible in steady state")
-    else:
-        print(f"simulated oracle: threshold {o['threshold']:.3f} (arm {o['arm']}), steady reward "
-              f"{o['steady_reward']:.4f}, steady residual {o['steady_residual']:+.4f}")
-    print(_format_table(results["rows"]))
-    out = args.out or Path("runs") / f"ofs-{args.env}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "results.csv", "w", newline="") as f:
-        fields = ["method"] + [k for c in COLUMNS + ("steady_reward",) for k in (c, c + "_se")]
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(results["rows"])
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    if not args.no_plots:
-        _plots(results, out)
-    print(f"wrote {out}/results.csv, results.json" + ("" if args.no_plots else ", curves.png, sweep.png")
-          + f" ({elapsed:.1f} s)")
-    return 0
 
 
 def _plots(results: dict, out: Path) -> None:
@@ -129,7 +255,7 @@ def _plots(results: dict, out: Path) -> None:
     axes[1].set(xlabel="round", ylabel="cumulative violation sum_t sum_j max(0, h)", title="cumulative violation")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=120)
+    save_figure(fig, out / "curves.png", dpi=120)
     plt.close(fig)
 
     s = results["sweep"]
@@ -147,5 +273,6 @@ def _plots(results: dict, out: Path) -> None:
            title=f"{results['env']['name']}: fixed-threshold sweep")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "sweep.png", dpi=120)
+    save_figure(fig, out / "sweep.png", dpi=120)
     plt.close(fig)
+

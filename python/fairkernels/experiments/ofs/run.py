@@ -79,33 +79,55 @@ def method_specs(config: Config) -> list[dict[str, Any]]:
     return specs
 
 
+def run_seed(config: Config, env: EnvTable, seed_index: int) -> dict[str, np.ndarray]:
+    """One seed of the experiment: every method and every fixed threshold through the closed
+    loop in one fused call. Returns the per-bucket reward, violation and residual [B, NB(, M)],
+    the pulls [B, K] and the rounds per bucket [NB]."""
+    rules, etas, fixed_arms = _learners(config, env)
+    ids = [m * STREAM_BLOCK + seed_index for m in range(len(rules))]
+    tr = run_episodes(env, rules, n_rounds=config.horizon, seed=config.seed, stream_ids=ids, fixed_arms=fixed_arms,
+                      eta=etas, bound=config.bound, alpha=config.alpha, delta=config.delta,
+                      n_buckets=min(config.buckets, config.horizon), like=_device_array(config.device))
+    return {"reward": np.asarray(tr.reward), "violation": np.asarray(tr.violation),
+            "residual": np.asarray(tr.residual), "pulls": np.asarray(tr.pulls),
+            "bucket_rounds": np.asarray(tr.bucket_rounds)}
+
+
+def _learners(config: Config, env: EnvTable) -> tuple[list[str], list[float], list[int]]:
+    """The rules, step sizes and fixed arms of the B learners: the methods, then every threshold."""
+    specs = method_specs(config)
+    K = env.n_arms
+    rules = [s["rule"] for s in specs] + ["fixed"] * K
+    etas = [s["eta"] for s in specs] + [0.0] * K
+    fixed_arms = [0] * len(specs) + list(range(K))
+    return rules, etas, fixed_arms
+
+
 def run_experiment(config: Config, env: Optional[EnvTable] = None,
                    progress: Optional[Callable[[int], None]] = None) -> dict[str, Any]:
     """Runs every method and every fixed threshold for each seed; returns the results."""
     env = env if env is not None else make_env(config.env, **config.env_options())
-    K, T, S = env.n_arms, config.horizon, config.seeds
+    per_seed = []
+    for s in range(config.seeds):
+        per_seed.append(run_seed(config, env, s))
+        if progress is not None:
+            progress(1)
+    return summarise(config, env, per_seed)
+
+
+def summarise(config: Config, env: EnvTable, per_seed: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """The table, oracle, sweep and curves from the seeds' runs (:func:`run_seed`), in seed order."""
+    if not per_seed:
+        raise ValueError("per_seed must hold at least one seed's run")
+    K, T, S = env.n_arms, config.horizon, len(per_seed)
     NB = min(config.buckets, T)
     specs = method_specs(config)
     n_methods = len(specs)
-    rules = [s["rule"] for s in specs] + ["fixed"] * K
-    etas = [s["eta"] for s in specs] + [0.0] * K
-    fixed_arms = [0] * n_methods + list(range(K))
-    B = len(rules)
-    reward = np.zeros((S, B, NB))
-    violation = np.zeros((S, B, NB))
-    residual = np.zeros((S, B, NB, env.n_constraints))
-    pulls = np.zeros((S, B, K))
-    bucket_rounds = None
-    for s in range(S):
-        ids = [m * STREAM_BLOCK + s for m in range(B)]
-        tr = run_episodes(env, rules, n_rounds=T, seed=config.seed, stream_ids=ids, fixed_arms=fixed_arms, eta=etas,
-                          bound=config.bound, alpha=config.alpha, delta=config.delta, n_buckets=NB,
-                          like=_device_array(config.device))
-        reward[s], violation[s], residual[s], pulls[s] = tr.reward, tr.violation, tr.residual, tr.pulls
-        bucket_rounds = tr.bucket_rounds
-        if progress is not None:
-            progress(1)
-    assert bucket_rounds is not None
+    B = n_methods + K
+    # float64 accumulators, as when each seed's run was copied into preallocated float64 arrays
+    reward, violation, residual, pulls = (np.stack([np.asarray(p[name], dtype=np.float64) for p in per_seed])
+                                          for name in ("reward", "violation", "residual", "pulls"))
+    bucket_rounds = per_seed[-1]["bucket_rounds"]
     steady_buckets = max(1, int(round(NB * config.steady_fraction)))
     steady_rounds = bucket_rounds[-steady_buckets:].sum()
     steady_reward = reward[:, :, -steady_buckets:].sum(axis=2) / steady_rounds          # [S, B]
