@@ -404,3 +404,22 @@ def test_uids_group_as_verl_loop_groups_them():
 def test_uids_that_do_not_compare_are_an_error():
     with pytest.raises(TypeError, match="mutually comparable"):
         fk_verl.uid_to_group_ids(np.array(["a", None, 3], dtype=object), 3)
+
+
+# ---- the example config ------------------------------------------------------------------------
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "verl")
+
+
+def test_example_config_composes_with_verls_own_config():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=EXAMPLES, version_base=None):
+        config = compose(config_name="fk_unlikely")
+    assert config.algorithm.adv_estimator == "fk_unlikely"
+    assert config.trainer.total_epochs is not None  # the rest came from verl's ppo_trainer.yaml
+    data = make_batch(seed=20)
+    out = ray_trainer.compute_advantage(
+        copy_of(data), adv_estimator=config.algorithm.adv_estimator, config=config.algorithm
+    )
+    assert torch.equal(out.batch["advantages"], advantages(data, "fk_unlikely", beta_rank=0.25))
