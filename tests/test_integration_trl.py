@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from integration_support import char_tokenizer, require, tiny_causal_lm
 
+pytestmark = pytest.mark.integration
+
 torch = require("torch", "trl")
 trl = require("trl", "trl")
 fk_trl = require("fairkernels.integrations.trl", "trl")

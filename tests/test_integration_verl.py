@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from integration_support import require
 
+pytestmark = pytest.mark.integration
+
 torch = require("torch", "verl")
 ray_trainer = require("verl.trainer.ppo.ray_trainer", "verl")
 fk_verl = require("fairkernels.integrations.verl", "verl")
