@@ -63,7 +63,8 @@ def main() -> None:
         config = GRPOConfig(
             output_dir=output_dir, use_cpu=True, bf16=False, report_to="none", save_strategy="no",
             per_device_train_batch_size=16, num_generations=8, max_completion_length=8,
-            max_steps=args.steps, learning_rate=1e-2, logging_steps=max(1, args.steps // 10), seed=args.seed, disable_tqdm=True,
+            max_steps=args.steps, learning_rate=1e-2, logging_steps=max(1, args.steps // 10), seed=args.seed,
+            disable_tqdm=True,
         )
         trainer = GRPOTrainer(
             tiny_llama(tokenizer),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from integration_support import char_tokenizer, require, tiny_causal_lm
 
 pytestmark = pytest.mark.integration
@@ -72,7 +73,7 @@ def generate(trainer, method):
 
 @pytest.mark.parametrize("scale", ["group", "batch", "none"])
 def test_advantages_equal_trl_at_beta_zero(tmp_path, scale):
-    trainer = make_trainer(tmp_path, scale_rewards=scale)
+    trainer = make_trainer(tmp_path, scale_rewards=scale, reward_weights=[2.0, 0.5])
     theirs = generate(trainer, lambda inputs: trl.GRPOTrainer._generate_and_score_completions(trainer, inputs))
     theirs_logged = list(trainer._logs["advantages"])
     ours = generate(trainer, trainer._generate_and_score_completions)

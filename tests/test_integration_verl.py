@@ -11,6 +11,7 @@ import types
 
 import numpy as np
 import pytest
+
 from integration_support import require
 
 pytestmark = pytest.mark.integration
@@ -378,7 +379,9 @@ def test_response_mask_of_another_shape_is_an_error():
     data = make_batch(seed=18)
     estimator = core_algos.get_adv_estimator_fn("fk_grpo")
     with pytest.raises(ValueError, match="response_mask has shape"):
-        estimator(data.batch["token_level_rewards"], data.batch["response_mask"][:, :-1], index=data.non_tensor_batch["uid"])
+        estimator(
+            data.batch["token_level_rewards"], data.batch["response_mask"][:, :-1], index=data.non_tensor_batch["uid"]
+        )
 
 
 def test_inputs_are_not_modified():

@@ -37,7 +37,15 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
 import fairkernels
 
-__all__ = ["AdvantageBatch", "GRPOTrainer", "OPTION_KEYS", "advantage_options_for", "gathered_advantages", "process_rows"]
+__all__ = [
+    "AdvantageBatch",
+    "GRPOTrainer",
+    "OPTION_KEYS",
+    "advantage_options_for",
+    "gathered_advantages",
+    "process_rows",
+    "sequence_logps",
+]
 
 OPTION_KEYS = ("beta_rank", "baseline", "scale", "eps", "unbiased", "singleton", "likelihood", "ties")
 TRL_EPS = 1e-4  # TRL divides by (std + 1e-4)
@@ -150,7 +158,9 @@ class GRPOTrainer(trl.GRPOTrainer):
         )
         local = process_rows(batch.advantages, self.accelerator.process_index, output["advantages"].shape[0])
         if local.shape != output["advantages"].shape:  # TRL changed its layout: never train on wrong rows
-            raise RuntimeError(f"advantages of shape {tuple(local.shape)} for TRL's {tuple(output['advantages'].shape)}")
+            raise RuntimeError(
+                f"advantages of shape {tuple(local.shape)} for TRL's {tuple(output['advantages'].shape)}"
+            )
         output["advantages"] = local.to(output["advantages"].dtype)
         self._replace_logged_advantages(batch.advantages)
         self.fairkernels_batch = batch
@@ -165,7 +175,8 @@ class GRPOTrainer(trl.GRPOTrainer):
             if "pixel_values" in output:
                 raise ValueError(
                     "beta_rank != 0 on multimodal inputs needs TRL's old_per_token_logps "
-                    "(e.g. steps_per_generation > gradient_accumulation_steps); this trainer computes them for text only"
+                    "(e.g. steps_per_generation > gradient_accumulation_steps); "
+                    "this trainer computes them for text only"
                 )
             per_token = self._policy_token_logps(output, mode)
         return sequence_logps(per_token, mask, self.advantage_options.get("likelihood", "mean"))

@@ -252,7 +252,8 @@ def install_log_prob_hook() -> Callable[..., Any]:
     if missing or list(parameters)[:2] != list(_EXPECTED_PARAMETERS[:2]):
         raise RuntimeError(
             f"verl.trainer.ppo.ray_trainer.compute_advantage{inspect.signature(current)} no longer has the "
-            "signature (data, adv_estimator, ..., config) of verl 0.9.1: the fk_unlikely log-prob hook cannot be installed"
+            "signature (data, adv_estimator, ..., config) of verl 0.9.1: "
+            "the fk_unlikely log-prob hook cannot be installed"
         )
     wrapper = _wrap_compute_advantage(current, inspect.signature(current))
     for module_name, module in list(sys.modules.items()):
@@ -343,4 +344,10 @@ def _register_all() -> None:
 
 
 _register_all()
-install_log_prob_hook()
+try:
+    install_log_prob_hook()
+except ImportError as error:  # ray_trainer imports packages that verl 0.9.1 does not declare
+    raise ImportError(
+        f"fairkernels.integrations.verl could not import verl.trainer.ppo.ray_trainer ({error}): "
+        "pip install 'fairkernels[verl]' (adds cachetools, uvicorn, fastapi)"
+    ) from error
