@@ -1,8 +1,14 @@
 """fairkernels.integrations.trl against TRL's own GRPOTrainer: advantages equal TRL's at
-beta_rank=0 on the same generated batch, the process slice under simulated process indices, a
-real two-step CPU training run with a tiny causal LM, and the errors.  Skipped without trl."""
+beta_rank=0 on the same generated batch, the process slice under simulated process indices and
+in two real processes (torchrun, gloo), a real two-step CPU training run with a tiny causal LM,
+and the errors.  Skipped without trl."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -183,3 +189,20 @@ def test_log_probs_come_from_trl_where_it_computes_them(tmp_path):
     assert torch.equal(trainer.fairkernels_batch.seq_logp, from_trl)
     recomputed = fk_trl.sequence_logps(trainer._policy_token_logps(output, "train"), mask, "mean")
     assert torch.allclose(recomputed, from_trl, atol=1e-5, rtol=0)
+
+
+def test_two_real_processes(tmp_path):
+    """torchrun, two CPU processes: TRL's gather and slice, a group split across processes."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trl_two_processes.py")
+    path = os.pathsep.join(p for p in (os.path.dirname(script), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script]
+    command.append(str(tmp_path))
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in range(2):
+        with open(tmp_path / f"rank{rank}.json") as handle:
+            report = json.load(handle)
+        assert report["world"] == 2 and report["gathered_rows"] == 12
+        assert report["same_samples"] and report["max_diff_to_trl"] <= 1e-6 and report["max_abs_advantage"] > 0.1
+        assert report["ranked_rows_are_this_process"] and report["ranks_changed_something"]
