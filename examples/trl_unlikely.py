@@ -5,7 +5,7 @@ code, so nothing is downloaded.  The task is rule-based: a prompt is one letter,
 completion earns the fraction of its characters that repeat that letter.  The only change
 from a plain TRL script is the import of GRPOTrainer and ``advantage_options``:
 
-    python examples/trl_unlikely.py               # 60 steps (~20 s on 2 cores)
+    python examples/trl_unlikely.py               # 60 steps (20-70 s on 2 shared cores)
     python examples/trl_unlikely.py --steps 3     # a smoke run (CI)
 """
 
