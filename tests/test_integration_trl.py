@@ -206,3 +206,10 @@ def test_two_real_processes(tmp_path):
         assert report["world"] == 2 and report["gathered_rows"] == 12
         assert report["same_samples"] and report["max_diff_to_trl"] <= 1e-6 and report["max_abs_advantage"] > 0.1
         assert report["ranked_rows_are_this_process"] and report["ranks_changed_something"]
+
+
+def test_groups_of_one_get_zero_as_in_trl():
+    """num_generations_eval=1: TRL's (r - mean) / (0 + 1e-4) is 0 for every row; so is ours."""
+    rewards_per_func = torch.tensor([[0.3], [1.0], [float("nan")]])
+    batch = fk_trl.gathered_advantages(rewards_per_func, torch.ones(1), 1, fk_trl.advantage_options_for({}, "group"))
+    assert torch.equal(batch.advantages, torch.zeros(3))
