@@ -16,7 +16,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Literal, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -46,7 +46,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_csv_dicts(path: Path, rows: Sequence[Mapping[str, Any]], fieldnames: Optional[Sequence[str]] = None,
-                    extrasaction: str = "raise") -> None:
+                    extrasaction: Literal["raise", "ignore"] = "raise") -> None:
     """A CSV with a header (``fieldnames``, default: the first row's keys), written atomically.
 
     The bytes are those of ``csv.DictWriter`` on a file opened with ``newline=""`` (rows end in
