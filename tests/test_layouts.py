@@ -375,6 +375,40 @@ def test_run_episodes_configuration_layouts(argument):
             assert_bitwise_equal(getattr(got, field), getattr(reference, field))
 
 
+def _per_group_run(grid):
+    """A few rounds of OFS over a per-group ``[K, 2]`` grid: the grid it holds and its choices."""
+    policy = fairkernels.OFS(B, grid, M, bound="bernstein")
+    inputs = _bandit_inputs(5)
+    chosen = []
+    for _ in range(4):
+        arms = policy.select()
+        chosen.append(arms)
+        policy.update(arms, inputs["rewards"], inputs["residuals"], weight=inputs["weight"])
+    return policy.grid, np.stack(chosen), *(np.asarray(a) for a in policy.state.state_arrays.values())
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_per_group_grid_layouts(library):
+    """The per-group grid (a [K, 2] array of threshold pairs, configuration) in every layout."""
+    from fairkernels.bandits import product_grid
+
+    pairs = product_grid([0.1, 0.4, 0.8], [0.2, 0.6])
+    expected = _per_group_run(pairs)
+    if library == "torch":
+        torch = pytest.importorskip("torch")
+        base = torch.from_numpy(pairs)
+        views = [(layout, torch_layout(base, layout)) for layout in _layouts_for(pairs, "torch")]
+    else:
+        views = [(layout, numpy_layout(pairs, layout)) for layout in _layouts_for(pairs)]
+    for layout, view in views:
+        before = snapshot(view)
+        got = _per_group_run(view)
+        assert_unmodified(before, view)
+        reference = expected if layout != "broadcast" else _per_group_run(contiguous_copy(view))
+        for g, e in zip(got, reference):
+            assert_bitwise_equal(g, e)
+
+
 def test_primal_dual_policy_with_torch_state_matches_numpy():
     torch = pytest.importorskip("torch")
     inputs = _bandit_inputs()
