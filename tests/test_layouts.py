@@ -409,6 +409,59 @@ def test_per_group_grid_layouts(library):
             assert_bitwise_equal(g, e)
 
 
+def _estimator_inputs():
+    rng = np.random.default_rng(21)
+    n = 40
+    groups = (rng.random(n) < 0.5).astype(np.int64)
+    groups[:2] = [0, 1]
+    y = (rng.random(n) < 0.5).astype(np.float64)
+    scores = np.clip(0.4 * y + rng.random(n) * 0.6, 0, 1)
+    decisions = (scores >= 0.3).astype(np.int64)  # the first pair of grid [0.3, 0.6] is (0.3, 0.3)
+    return {"scores": scores, "decisions": decisions, "y_observed": np.where(decisions == 1, y, np.nan),
+            "sensitive_features": groups}
+
+
+def _estimator_round(scores, decisions, y_observed, sensitive_features):
+    """predict + partial_fit of a fresh estimator: its outputs, or the error it raised."""
+    est = fairkernels.OnlineThresholdOptimizer(grid=[0.3, 0.6])
+    try:
+        predicted = est.predict(scores, sensitive_features=sensitive_features)
+        est.partial_fit(scores, decisions, y_observed, sensitive_features=sensitive_features)
+    except ValueError as error:
+        return str(error)
+    return predicted, est.history_, est.thresholds_
+
+
+@pytest.mark.parametrize("argument", ["scores", "decisions", "y_observed", "sensitive_features"])
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_online_estimator_layouts(argument, library):
+    """Every layout of each array argument of OnlineThresholdOptimizer.predict / partial_fit."""
+    inputs = _estimator_inputs()
+    if library == "torch":
+        torch = pytest.importorskip("torch")
+        inputs = {k: torch.from_numpy(v) for k, v in inputs.items()}
+        layouts = [(kind, torch_layout(inputs[argument], kind)) for kind in _layouts_for(_estimator_inputs()[argument],
+                                                                                        "torch")]
+    else:
+        layouts = [(kind, numpy_layout(inputs[argument], kind)) for kind in _layouts_for(inputs[argument])]
+    expected = _estimator_round(**inputs)
+    assert not isinstance(expected, str), expected
+    for kind, view in layouts:
+        arguments = dict(inputs)
+        arguments[argument] = view
+        before = snapshot(view)
+        got = _estimator_round(**arguments)
+        assert_unmodified(before, view)
+        reference = expected if kind != "broadcast" else _estimator_round(
+            **{k: contiguous_copy(v) for k, v in arguments.items()})
+        if isinstance(reference, str):  # a broadcast first row can make the batch invalid: same error
+            assert got == reference, kind
+            continue
+        assert not isinstance(got, str), (kind, got)
+        assert_bitwise_equal(np.asarray(got[0]), np.asarray(reference[0]))
+        assert got[1] == reference[1] and got[2] == reference[2], kind
+
+
 def test_primal_dual_policy_with_torch_state_matches_numpy():
     torch = pytest.importorskip("torch")
     inputs = _bandit_inputs()
