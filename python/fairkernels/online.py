@@ -11,6 +11,7 @@ counterpart (fitted once on a labelled pool).
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -23,6 +24,17 @@ from .bandits.policies import BOUNDS, configuration_numpy, make_grid
 CONSTRAINTS = ("demographic_parity",)
 _PARAMS = ("constraints", "tol", "per_group", "grid", "bound", "random_state", "cost", "groups", "alpha",
            "min_round_size")
+
+
+@dataclass
+class _Round:
+    """What the batches played with the current thresholds add up to (per group: a, b)."""
+
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    accepted: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    tp: float = 0.0
+    fp: float = 0.0
+    batches: int = 0
 
 
 def _numpy_1d(values: Any, name: str) -> np.ndarray:
@@ -106,7 +118,7 @@ class OnlineThresholdOptimizer:
         """The constructor parameters by name (no nested estimators, so ``deep`` changes nothing)."""
         return {name: getattr(self, name) for name in _PARAMS}
 
-    def set_params(self, **params: Any) -> "OnlineThresholdOptimizer":
+    def set_params(self, **params: Any) -> OnlineThresholdOptimizer:
         """Sets constructor parameters; forgets everything learned.  Returns self."""
         for name in params:
             if name not in _PARAMS:
@@ -129,7 +141,7 @@ class OnlineThresholdOptimizer:
         return self._decide(score, group_index)
 
     def partial_fit(self, scores: Any, decisions: Any, y_observed: Any, *,
-                    sensitive_features: Any) -> "OnlineThresholdOptimizer":
+                    sensitive_features: Any) -> OnlineThresholdOptimizer:
         """Learns from one batch played with the thresholds in force.
 
         Args:
@@ -153,7 +165,7 @@ class OnlineThresholdOptimizer:
             raise ValueError(f"decisions: {wrong} of {n} rows differ from the decisions of the thresholds in force "
                              f"({self.thresholds_}); pass the decisions predict returned for this batch")
         self._accumulate(group_index, decided, label)
-        self._round["batches"] += 1
+        self._round.batches += 1
         if self._round_complete():
             self._close_round()
         return self
@@ -277,25 +289,25 @@ class OnlineThresholdOptimizer:
         return y
 
     def _new_round(self) -> None:
-        self._round = {"rows": np.zeros(2), "accepted": np.zeros(2), "tp": 0.0, "fp": 0.0, "batches": 0}
+        self._round = _Round()
 
     def _accumulate(self, group_index: np.ndarray, decided: np.ndarray, label: np.ndarray) -> None:
         r = self._round
-        r["rows"] += np.bincount(group_index, minlength=2)
-        r["accepted"] += np.bincount(group_index, weights=decided, minlength=2)
+        r.rows += np.bincount(group_index, minlength=2)
+        r.accepted += np.bincount(group_index, weights=decided, minlength=2)
         accepted = decided == 1
-        r["tp"] += float(np.count_nonzero(accepted & (label == 1)))
-        r["fp"] += float(np.count_nonzero(accepted & (label == 0)))
+        r.tp += float(np.count_nonzero(accepted & (label == 1)))
+        r.fp += float(np.count_nonzero(accepted & (label == 0)))
 
     def _round_complete(self) -> bool:
-        rows = self._round["rows"]
+        rows = self._round.rows
         return bool(np.all(rows > 0) and rows.sum() >= self._options["min_round_size"])
 
     def _close_round(self) -> None:
         r, c = self._round, self._options["cost"]
-        n = float(r["rows"].sum())
-        reward = (r["tp"] - c * r["fp"] + c * n) / ((1 + c) * n)
-        acceptance = r["accepted"] / r["rows"]
+        n = float(r.rows.sum())
+        reward = (r.tp - c * r.fp + c * n) / ((1 + c) * n)
+        acceptance = r.accepted / r.rows
         residual = abs(acceptance[0] - acceptance[1]) - self._options["tol"]
         # Clipping only absorbs rounding: reward is in [0, 1] and residual in [-tol, 1 - tol].
         reward = min(max(reward, 0.0), 1.0)
@@ -303,7 +315,7 @@ class OnlineThresholdOptimizer:
         self.history_.append({
             "thresholds": dict(self.thresholds_), "n": int(n),
             "acceptance": {_plain(g): float(a) for g, a in zip(self.groups_, acceptance)},
-            "reward": float(reward), "residual": float(residual), "batches": int(r["batches"]),
+            "reward": float(reward), "residual": float(residual), "batches": r.batches,
         })
         self.n_rounds_ += 1
         self._new_round()

@@ -122,7 +122,7 @@ def fairlearn_rates(config: PerGroupConfig, env: EnvTable) -> dict[str, Any]:
     from sklearn.base import BaseEstimator
 
     class _Scores(BaseEstimator):  # the scores are already there: a pass-through "model"
-        def fit(self, X: Any, y: Any = None) -> "_Scores":
+        def fit(self, X: Any, y: Any = None) -> _Scores:
             self.fitted_ = True
             return self
 
