@@ -483,6 +483,23 @@ def test_per_group_fused_episode_matches_policy_replay(bound, rule):
     assert np.count_nonzero(pulls) > 81 // 2
 
 
+def test_per_group_episode_with_the_service_rate_constraint_matches_policy_replay():
+    """M = 2 (DP and the service rate rho_min - A) on the product grid."""
+    from fairkernels.envs import synthetic
+
+    env = synthetic.make_table(grid=7, rho_min=0.45)
+    T, n = 200, env.cohort
+    traces = run_episodes(env, ["ofs"], n_rounds=T, seed=9, n_buckets=T, per_group=True)
+    learner = OFS(1, env.grid, 2, horizon=float(T * n), per_group=True)
+    pulls = np.zeros(49)
+    for t in range(T):
+        arm = learner.select()
+        pulls[arm[0]] += 1
+        learner.update(arm, traces.reward[:, t], traces.residual[:, t, :], weight=float(n))
+    np.testing.assert_array_equal(pulls, traces.pulls[0])
+    assert traces.residual.shape == (1, T, 2)
+
+
 def test_per_group_episode_errors():
     env = synthetic_table(K=5)
     with pytest.raises(ValueError, match=r"fixed_arms: arm out of range \[0, 25\)"):
