@@ -113,9 +113,9 @@ void bandit_select_cuda(const BanditState& s, const SelectArgs& a, int device, u
   cuda::check(cudaGetLastError(), "bandit_select");
 }
 
-// The table, its arm columns, rules, arms and step sizes were validated by the Python layer on
-// the host before being copied to the device (device memory cannot be read here without
-// synchronising).  Per-group thresholds need no code here: env_round (bandits_core.h) reads
+// The table, rules, arms and step sizes were validated, and the arm columns of per-group
+// thresholds built, by the Python layer on the host before being copied to the device (device
+// memory cannot be read here without synchronising).  Per-group thresholds need no code here: env_round (bandits_core.h) reads
 // the arm's column of each group, as on the CPU.
 void bandit_episode_cuda(const EnvTable& env, const EpisodeArgs& a, int device, uintptr_t stream_handle) {
   check_bound_options(a.bound);
