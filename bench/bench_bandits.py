@@ -7,6 +7,13 @@
            baseline: the same episode driven from a Python loop with numpy per round
            (the same five count-based Binomial draws per round, NumpyOFS for the learner).  The loop is timed on
            LOOP_ROUNDS rounds and scaled to T (it costs the same every round).
+  round-per-group
+           one round for B = 4,096 learners over the 441 arms of a 21 x 21 per-group grid,
+           M = 2; same baseline (NumpyOFS: the kernels do not care what an arm means).
+  episode-per-group
+           the fused synthetic episode per learner-round on the 21 x 21 product grid against
+           the shared-threshold episode (K = 51, the paper's grid; and K = 441, as many arms
+           as the product grid), B = 200 OFS learners, T = 2,000.
 
     pytest bench/bench_bandits.py --benchmark-json=out.json    # pytest-benchmark
     python bench/bench_bandits.py                                # prints the ratios directly
@@ -14,6 +21,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -27,6 +35,9 @@ from fairkernels.envs.synthetic import make_table
 ROUND_B, ROUND_K, ROUND_M = 4096, 101, 2
 EP_B, EP_T, EP_K, EP_N = 1000, 10_000, 51, 2000
 LOOP_ROUNDS = 200
+PG_B, PG_GRID, PG_M = 4096, 21, 2  # per-group round: K = 21 * 21 = 441 arms
+PG_EP_B, PG_EP_T = 200, 2000
+PG_EPISODES = {"fairkernels": (PG_GRID, True), "shared_K51": (51, False), "shared_K441": (PG_GRID ** 2, False)}
 
 
 class NumpyOFS:
@@ -88,6 +99,26 @@ def round_inputs(B=ROUND_B, K=ROUND_K, M=ROUND_M, warm_rounds=3 * ROUND_K):
     return ours, base, obs
 
 
+def per_group_round_inputs(B=PG_B):
+    """round_inputs over the product grid: GridBounds(per_group=True) and NumpyOFS on K = 441."""
+    K = PG_GRID ** 2
+    rng = np.random.default_rng(1)
+    ours, base = GridBounds(B, PG_GRID, PG_M, per_group=True), NumpyOFS(B, K, PG_M)
+    for t in range(K + 20):
+        arms = np.full(B, t, dtype=np.int64) if t < K else rng.integers(0, K, B)
+        r, h = rng.random(B), rng.uniform(-0.3, 0.2, (B, PG_M))
+        ours.update(arms, r, h, weight=2000.0)
+        base.update(arms, r, h, 2000.0)
+    obs = (rng.integers(0, K, B), rng.random(B), rng.uniform(-0.3, 0.2, (B, PG_M)))
+    return ours, base, obs
+
+
+def per_group_episode(impl, B=PG_EP_B, T=PG_EP_T):
+    grid, per_group = PG_EPISODES[impl]
+    env = make_table(grid=grid, cohort=EP_N)
+    return run_episodes(env, ["ofs"] * B, n_rounds=T, seed=0, n_buckets=10, per_group=per_group)
+
+
 def fk_round(state, obs):
     state.update(*obs, weight=2000.0)
     return state.select("ofs")
@@ -145,6 +176,34 @@ def round_data():
 def test_same_choices(round_data):
     ours, base, obs = round_inputs(B=256, K=ROUND_K, M=ROUND_M)
     np.testing.assert_array_equal(fk_round(ours, obs), numpy_round(base, obs))
+
+
+@pytest.fixture(scope="module")
+def per_group_round_data():
+    return per_group_round_inputs()
+
+
+def test_same_choices_per_group():
+    ours, base, obs = per_group_round_inputs(B=128)
+    np.testing.assert_array_equal(fk_round(ours, obs), numpy_round(base, obs))
+
+
+@pytest.mark.parametrize("impl", ["fairkernels", "numpy"])
+def test_round_per_group(benchmark, per_group_round_data, impl):
+    ours, base, obs = per_group_round_data
+    tag(benchmark, "round-per-group", f"B{PG_B}-K{PG_GRID}x{PG_GRID}-M{PG_M}", impl)
+    if impl == "fairkernels":
+        benchmark(fk_round, ours, obs)
+    else:
+        benchmark(numpy_round, base, obs)
+
+
+@pytest.mark.parametrize("impl", list(PG_EPISODES))
+def test_episode_per_group(benchmark, impl):
+    """"fairkernels" is the per-group episode; the others are shared-threshold episodes."""
+    tag(benchmark, "episode-per-group", f"B{PG_EP_B}-T{PG_EP_T}", impl)
+    benchmark.extra_info["learner_rounds"] = PG_EP_B * PG_EP_T
+    benchmark.pedantic(per_group_episode, args=(impl,), rounds=3, iterations=1)
 
 
 @pytest.mark.parametrize("impl", ["fairkernels", "numpy"])
@@ -238,6 +297,17 @@ def main() -> None:
     t_loop = _best_of(lambda: python_loop_episode(env, EP_B, LOOP_ROUNDS), 2) * EP_T / LOOP_ROUNDS
     print(f"episode B={EP_B} T={EP_T} K={EP_K} n={EP_N}: fused {t_fused:.2f} s, Python loop {t_loop:.1f} s "
           f"(timed on {LOOP_ROUNDS} rounds, scaled x{EP_T // LOOP_ROUNDS}) -> {t_loop / t_fused:.0f}x")
+    ours, base, obs = per_group_round_inputs()
+    t_ours = _best_of(lambda: fk_round(ours, obs), 20)
+    t_base = _best_of(lambda: numpy_round(base, obs), 10)
+    print(f"per-group round B={PG_B} K={PG_GRID}x{PG_GRID} M={PG_M}: fairkernels {t_ours * 1e3:.3f} ms, numpy "
+          f"{t_base * 1e3:.3f} ms -> {t_base / t_ours:.1f}x")
+    per_round = {impl: _best_of(functools.partial(per_group_episode, impl), 2) / (PG_EP_B * PG_EP_T)
+                 for impl in PG_EPISODES}
+    ours_ns = per_round["fairkernels"] * 1e9
+    print(f"episode per learner-round (B={PG_EP_B}, T={PG_EP_T}): per-group 21x21 {ours_ns:.0f} ns"
+          + "".join(f", {impl} {t * 1e9:.0f} ns (per-group = {per_round['fairkernels'] / t:.2f}x)"
+                    for impl, t in per_round.items() if impl != "fairkernels"))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,16 @@ const char* observation_error(int code, double weight) {
 
 void check_env_table(const EnvTable& env) {
   require(env.n_arms >= 1 && env.accept && env.precision, "environment table: missing arrays");
-  for (int64_t i = 0; i < 2 * env.n_arms; ++i) {
+  require(env.n_columns >= 0, "environment table: n_columns must be >= 0");
+  require(env.columns != nullptr || env.n_columns == 0 || env.n_columns == env.n_arms,
+          "environment table: shared thresholds need one column per arm");
+  const int64_t width = env.n_columns > 0 ? env.n_columns : env.n_arms;
+  if (env.columns != nullptr) {
+    for (int64_t i = 0; i < 2 * env.n_arms; ++i) {
+      require(env.columns[i] >= 0 && env.columns[i] < width, "environment table: arm column out of range");
+    }
+  }
+  for (int64_t i = 0; i < 2 * width; ++i) {
     require(env.accept[i] >= 0 && env.accept[i] <= 1, "environment table: accept must be in [0, 1]");
     require(env.precision[i] >= 0 && env.precision[i] <= 1, "environment table: precision must be in [0, 1]");
   }

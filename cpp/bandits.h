@@ -83,14 +83,20 @@ struct SelectArgs {
 };
 
 // A closed-loop environment reduced to one table (see fairkernels.bandits.EnvTable): per
-// group g (0 = a, 1 = b) and arm k, the acceptance rate and the share of positives among the
-// accepted.  A round draws N_a ~ Bin(n, p_t), then per group accepted ~ Bin(N_g, accept[g, k])
-// and true positives ~ Bin(accepted, precision[g, k]): five Binomial draws, the same joint law
-// of (N_a, accepted per group, TP, FP) as drawing the n individuals.
+// group g (0 = a, 1 = b) and table column c (a threshold of the grid), the acceptance rate and
+// the share of positives among the accepted.  Arm k accepts group g at column col_g(k):
+// shared thresholds (columns == nullptr) use column k for both groups; per-group thresholds
+// give each arm a pair of columns, columns[g * n_arms + k] (e.g. the product grid
+// k = k_a * C + k_b of a C-column table, K = C^2 arms).  A round draws N_a ~ Bin(n, p_t), then
+// per group accepted ~ Bin(N_g, accept[g, col_g(k)]) and true positives ~ Bin(accepted,
+// precision[g, col_g(k)]): five Binomial draws, the same joint law of (N_a, accepted per
+// group, TP, FP) as drawing the n individuals.
 struct EnvTable {
-  int64_t n_arms = 0;
-  const double* accept = nullptr;     // [2, K] P(s >= tau_k | g)
-  const double* precision = nullptr;  // [2, K] P(y = 1 | s >= tau_k, g) (0 where nobody is accepted)
+  int64_t n_arms = 0;                 // K
+  int64_t n_columns = 0;              // C, table width; 0: C = K (shared thresholds)
+  const int64_t* columns = nullptr;   // [2, K] column of each arm per group; nullptr: column k
+  const double* accept = nullptr;     // [2, C] P(s >= tau_c | g)
+  const double* precision = nullptr;  // [2, C] P(y = 1 | s >= tau_c, g) (0 where nobody is accepted)
   double p0 = 0.5;       // group-a share without feedback
   double beta = 0.05;
   double kappa = 4.0;
@@ -115,7 +121,7 @@ struct EpisodeArgs {
   double* reward_trace = nullptr;     // [B, NB] sum of rewards over the rounds of each bucket
   double* violation_trace = nullptr;  // [B, NB] sum of sum_j max(0, h_j)
   double* residual_trace = nullptr;   // [B, NB, M] sum of h_j
-  double* pulls = nullptr;            // [B, K] rounds spent on each arm
+  double* pulls = nullptr;            // [B, K] rounds spent on each arm (K = env.n_arms)
   double* final_share = nullptr;      // [B] group-a share p_T after the last round
 };
 

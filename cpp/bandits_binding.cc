@@ -61,6 +61,7 @@ void bind_bandits_types(py::module_& m) {
   py::class_<EnvTable> env(m, "EnvTable", "fk::EnvTable (cpp/bandits.h); table addresses are host or device.");
   env.def(py::init<>())
       .def_readwrite("n_arms", &EnvTable::n_arms)
+      .def_readwrite("n_columns", &EnvTable::n_columns)
       .def_readwrite("p0", &EnvTable::p0)
       .def_readwrite("beta", &EnvTable::beta)
       .def_readwrite("kappa", &EnvTable::kappa)
@@ -69,6 +70,7 @@ void bind_bandits_types(py::module_& m) {
       .def_readwrite("eps", &EnvTable::eps)
       .def_readwrite("service", &EnvTable::service)
       .def_readwrite("rho_min", &EnvTable::rho_min);
+  def_address(env, "columns", &EnvTable::columns);
   def_address(env, "accept", &EnvTable::accept);
   def_address(env, "precision", &EnvTable::precision);
 

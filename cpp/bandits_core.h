@@ -374,6 +374,14 @@ struct RoundOutcome {
 
 FK_HD double sigmoid(double z) { return 1.0 / (1.0 + exp(-z)); }
 
+// Table entry of group g for arm k (see EnvTable): column k when thresholds are shared, else
+// the arm's column for that group.
+FK_HD int64_t table_index(const EnvTable& env, int g, int64_t k) {
+  const int64_t width = env.n_columns > 0 ? env.n_columns : env.n_arms;
+  const int64_t column = env.columns != nullptr ? env.columns[g * env.n_arms + k] : k;
+  return g * width + column;
+}
+
 FK_HD RoundOutcome env_round(const EnvTable& env, int64_t k, double share, RoundStream& rng) {
   const double n = static_cast<double>(env.cohort);
   double group_n[2];
@@ -381,8 +389,9 @@ FK_HD RoundOutcome env_round(const EnvTable& env, int64_t k, double share, Round
   group_n[1] = n - group_n[0];
   double accepted_rate[2], tp = 0, fp = 0;
   for (int g = 0; g < 2; ++g) {
-    const double accepted = binomial(group_n[g], env.accept[g * env.n_arms + k], rng);
-    const double tp_g = binomial(accepted, env.precision[g * env.n_arms + k], rng);
+    const int64_t cell = table_index(env, g, k);
+    const double accepted = binomial(group_n[g], env.accept[cell], rng);
+    const double tp_g = binomial(accepted, env.precision[cell], rng);
     accepted_rate[g] = group_n[g] > 0 ? accepted / group_n[g] : 0.0;
     tp += tp_g;
     fp += accepted - tp_g;

@@ -113,11 +113,15 @@ void bandit_select_cuda(const BanditState& s, const SelectArgs& a, int device, u
   cuda::check(cudaGetLastError(), "bandit_select");
 }
 
-// The table, rules, arms and step sizes were validated by the Python layer on the host before
-// being copied to the device (device memory cannot be read here without synchronising).
+// The table, rules, arms and step sizes were validated, and the arm columns of per-group
+// thresholds built, by the Python layer on the host before being copied to the device (device
+// memory cannot be read here without synchronising).  Per-group thresholds need no code here: env_round (bandits_core.h) reads
+// the arm's column of each group, as on the CPU.
 void bandit_episode_cuda(const EnvTable& env, const EpisodeArgs& a, int device, uintptr_t stream_handle) {
   check_bound_options(a.bound);
   require(env.n_arms >= 1 && env.accept && env.precision, "environment table: missing arrays");
+  require(env.n_columns >= 0 && (env.columns != nullptr || env.n_columns == 0 || env.n_columns == env.n_arms),
+          "environment table: shared thresholds need one column per arm");
   require(a.n_learners >= 0 && a.n_rounds >= 1 && a.n_buckets >= 1 && a.n_buckets <= a.n_rounds,
           "episode: need n_rounds >= 1 and 1 <= n_buckets <= n_rounds");
   const int64_t B = a.n_learners, K = env.n_arms, M = env.service ? 2 : 1, V = 1 + M;

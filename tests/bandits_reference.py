@@ -108,3 +108,37 @@ class ReferenceBounds:
                 else:
                     arms[b] = int(np.argmin(np.maximum(lcb[b], 0).sum(axis=0)))
         return arms
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-group thresholds: the product grid and the expected outcome of a pair of thresholds.
+
+
+def reference_product_grid(grid_a, grid_b):
+    """[K_a * K_b, 2] pairs, arm k = k_a * K_b + k_b (two explicit loops)."""
+    pairs = []
+    for tau_a in grid_a:
+        for tau_b in grid_b:
+            pairs.append((float(tau_a), float(tau_b)))
+    return np.array(pairs)
+
+
+def reference_pair_outcome(tpr, fpr, base_rate, k_a, k_b, share, cost, eps):
+    """Expected (reward, DP residual, next group-a share given the acceptance gap) of one round
+    at share ``share`` when group a is accepted at table column k_a and group b at k_b."""
+    accept, positives, negatives = [], 0.0, 0.0
+    for g, k in ((0, k_a), (1, k_b)):
+        weight = share if g == 0 else 1.0 - share
+        accept.append(base_rate[g] * tpr[g][k] + (1 - base_rate[g]) * fpr[g][k])
+        positives += weight * base_rate[g] * tpr[g][k]
+        negatives += weight * (1 - base_rate[g]) * fpr[g][k]
+    reward = (positives - cost * negatives + cost) / (1 + cost)
+    return reward, abs(accept[0] - accept[1]) - eps, accept[0] - accept[1]
+
+
+def reference_pair_steady(tpr, fpr, base_rate, k_a, k_b, p0, kappa, cost, eps):
+    """reference_pair_outcome at the pair's steady share p* = sigmoid(logit(p0) + kappa gap)."""
+    _, _, gap = reference_pair_outcome(tpr, fpr, base_rate, k_a, k_b, p0, cost, eps)
+    share = 1.0 / (1.0 + math.exp(-(math.log(p0 / (1 - p0)) + kappa * gap)))
+    reward, residual, _ = reference_pair_outcome(tpr, fpr, base_rate, k_a, k_b, share, cost, eps)
+    return reward, residual, share

@@ -370,3 +370,169 @@ def test_bandit_torch_opcheck():
     arms = torch.arange(B, dtype=torch.int64) % K
     torch.library.opcheck(_torch_ops.bandit_update_op, (*[s.clone() for s in state], M, arms, rewards, residuals,
                                                         None, 3.0, None, None))
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-group thresholds over a product grid
+
+
+def test_product_grid_matches_reference_and_policies_use_it():
+    from bandits_reference import reference_product_grid
+    from fairkernels.bandits import make_grid, product_grid
+
+    a, b = [0.1, 0.5, 0.9], [0.0, 0.25, 0.5, 0.75]
+    np.testing.assert_array_equal(product_grid(a, b), reference_product_grid(a, b))
+    np.testing.assert_array_equal(make_grid(21, per_group=True), reference_product_grid(*[np.linspace(0, 1, 21)] * 2))
+    for policy in (OFS(3, 21, 1, per_group=True), UCB(3, 21, 1, per_group=True),
+                   PrimalDual(3, 21, 1, per_group=True, eta=0.1)):
+        assert policy.per_group and policy.grid.shape == (441, 2) and policy.state.n_arms == 441
+        assert policy.grid[policy.select()].shape == (3, 2)
+    pairs = product_grid(a, b)
+    explicit = OFS(2, pairs, 1)  # a [K, 2] grid is per-group without the flag
+    assert explicit.per_group and explicit.grid.shape == (12, 2)
+    assert not OFS(2, 21, 1).per_group
+    fixed = FixedThreshold(2, pairs, threshold=(0.45, 0.3))
+    np.testing.assert_array_equal(fixed.grid[fixed.select()], [[0.5, 0.25]] * 2)
+    with pytest.raises(TypeError, match="threshold must be a pair"):
+        FixedThreshold(2, pairs, threshold=0.4)
+    with pytest.raises(TypeError, match="per_group must be a bool"):
+        OFS(2, 21, 1, per_group=1)
+    with pytest.raises(ValueError, match=r"\[K, 2\] array"):
+        OFS(2, np.zeros((4, 3)), 1)
+    with pytest.raises(ValueError, match="two 1-D grids"):
+        product_grid(pairs, a)
+
+
+@pytest.mark.parametrize("bound", BOUNDS)
+def test_kernels_match_reference_on_a_product_grid(bound):
+    """The update/select kernels over the 441 arms of a 21 x 21 grid, against the reference."""
+    B, M = 3, 2
+    K = 441
+    rng = np.random.default_rng(15)
+    horizon = 1e6 if bound != "ucb1" else None
+    state = GridBounds(B, 21, M, bound=bound, horizon=horizon, per_group=True)
+    ref = ReferenceBounds(B, K, M, bound=bound, horizon=horizon or 0.0)
+    lambdas = rng.random((B, M)) * 3
+    # Every arm tried at least once (so the bounds are finite), then random observations.
+    for step in range(K + 6):
+        arms = np.full(B, step) if step < K else rng.integers(0, K, B)
+        rewards, residuals = rng.random(B), rng.uniform(-0.6, 0.4, (B, M))
+        weights = rng.integers(1, 60, B).astype(float)
+        state.update(arms, rewards, residuals, weight=weights)
+        ref.update(arms, rewards, residuals, weights)
+        if step >= K - 1:
+            for rule in RULES:
+                got = state.select(rule, lambdas if rule == "primal_dual" else None)
+                np.testing.assert_array_equal(got, ref.select(rule, lambdas), err_msg=f"{rule} at {step}")
+    ucb, lcb = state.bounds()
+    ref_ucb, ref_lcb = ref.bounds()
+    np.testing.assert_allclose(ucb, ref_ucb, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(lcb, ref_lcb, rtol=1e-12, atol=1e-12)
+
+
+def test_per_group_episode_diagonal_is_the_shared_threshold():
+    """Arm (k, k) of the product grid is the shared threshold k: same draws, same trajectory."""
+    from fairkernels.bandits import pair_arms
+
+    env = synthetic_table(K=11)
+    shared = run_episodes(env, ["fixed"] * 11, fixed_arms=list(range(11)), n_rounds=150, seed=4, n_buckets=15)
+    diagonal = pair_arms(11, np.arange(11), np.arange(11))
+    pairs = run_episodes(env, ["fixed"] * 11, fixed_arms=diagonal, n_rounds=150, seed=4, n_buckets=15, per_group=True)
+    for field in ("reward", "violation", "residual", "final_share"):
+        np.testing.assert_array_equal(getattr(pairs, field), getattr(shared, field))
+    assert pairs.pulls.shape == (11, 121)
+    np.testing.assert_array_equal(pairs.pulls[np.arange(11), diagonal], np.full(11, 150.0))
+
+
+def test_per_group_fixed_pairs_average_to_the_reference_expectation():
+    from bandits_reference import reference_pair_steady
+    from fairkernels.bandits import pair_arms
+
+    env = synthetic_table(K=11)
+    chosen = [(2, 7), (8, 3), (5, 5), (0, 10)]
+    arms = [int(pair_arms(11, a, b)) for a, b in chosen]
+    B = 6
+    traces = run_episodes(env, ["fixed"] * (B * len(chosen)), fixed_arms=np.repeat(arms, B), n_rounds=500, seed=2,
+                          n_buckets=5, per_group=True)
+    late = traces.bucket_rounds[1:].sum()
+    for i, (k_a, k_b) in enumerate(chosen):
+        rows = slice(i * B, (i + 1) * B)
+        reward, residual, share = reference_pair_steady(env.tpr, env.fpr, env.base_rate, k_a, k_b, env.p0,
+                                                        env.kappa, env.cost, env.eps)
+        assert traces.reward[rows, 1:].sum() / (B * late) == pytest.approx(reward, abs=0.003), (k_a, k_b)
+        assert traces.residual[rows, 1:, 0].sum() / (B * late) == pytest.approx(residual, abs=0.006), (k_a, k_b)
+        assert traces.final_share[rows].mean() == pytest.approx(share, abs=0.01), (k_a, k_b)
+
+
+@pytest.mark.parametrize("bound", BOUNDS)
+@pytest.mark.parametrize("rule", ["ofs", "ucb", "primal_dual"])
+def test_per_group_fused_episode_matches_policy_replay(bound, rule):
+    """As test_fused_episode_learner_matches_policy_replay, on the 9 x 9 product grid."""
+    env = synthetic_table(K=9)
+    T, n = 250, env.cohort
+    traces = run_episodes(env, [rule], n_rounds=T, seed=6, n_buckets=T, bound=bound, eta=0.3, per_group=True)
+    kwargs = dict(bound=bound, horizon=float(T * n), per_group=True)
+    policy = {"ofs": OFS, "ucb": UCB}.get(rule)
+    learner = policy(1, env.grid, 1, **kwargs) if policy else PrimalDual(1, env.grid, 1, eta=0.3, **kwargs)
+    pulls = np.zeros(81)
+    for t in range(T):
+        arm = learner.select()
+        pulls[arm[0]] += 1
+        learner.update(arm, traces.reward[:, t], traces.residual[:, t, :], weight=float(n))
+    np.testing.assert_array_equal(pulls, traces.pulls[0])
+    assert np.count_nonzero(pulls) > 81 // 2
+
+
+def test_per_group_episode_with_the_service_rate_constraint_matches_policy_replay():
+    """M = 2 (DP and the service rate rho_min - A) on the product grid."""
+    from fairkernels.envs import synthetic
+
+    env = synthetic.make_table(grid=7, rho_min=0.45)
+    T, n = 200, env.cohort
+    traces = run_episodes(env, ["ofs"], n_rounds=T, seed=9, n_buckets=T, per_group=True)
+    learner = OFS(1, env.grid, 2, horizon=float(T * n), per_group=True)
+    pulls = np.zeros(49)
+    for t in range(T):
+        arm = learner.select()
+        pulls[arm[0]] += 1
+        learner.update(arm, traces.reward[:, t], traces.residual[:, t, :], weight=float(n))
+    np.testing.assert_array_equal(pulls, traces.pulls[0])
+    assert traces.residual.shape == (1, T, 2)
+
+
+def test_per_group_episode_errors():
+    env = synthetic_table(K=5)
+    with pytest.raises(ValueError, match=r"fixed_arms: arm out of range \[0, 25\)"):
+        run_episodes(env, ["fixed"], fixed_arms=[25], n_rounds=10, per_group=True)
+    with pytest.raises(TypeError, match="per_group must be a bool"):
+        run_episodes(env, ["ofs"], n_rounds=10, per_group="yes")
+    from fairkernels.bandits import pair_arms
+
+    with pytest.raises(ValueError, match="pair_arms: grid index out of range"):
+        pair_arms(5, 5, 0)
+    # The kernel's own checks of the struct (a caller that fills it by hand).
+    table = _core.EnvTable()
+    accept = np.full((2, 3), 0.5)
+    table.n_arms, table.n_columns = 4, 3
+    table.accept = table.precision = accept.ctypes.data
+    args = _core.EpisodeArgs()
+    args.n_learners, args.n_rounds = 0, 1
+    with pytest.raises(ValueError, match="shared thresholds need one column per arm"):
+        _core.bandit_episode(table, args)
+    columns = np.array([[0, 1, 2, 3], [0, 0, 0, 0]], dtype=np.int64)
+    table.columns = columns.ctypes.data
+    with pytest.raises(ValueError, match="arm column out of range"):
+        _core.bandit_episode(table, args)
+
+
+@pytest.mark.cuda
+def test_cuda_per_group_episode_matches_cpu():
+    torch = pytest.importorskip("torch")
+    env = synthetic_table(K=13)
+    rules = ["ofs", "ucb", "primal_dual", "fixed"] * 8
+    kwargs = dict(fixed_arms=[40] * 32, n_rounds=400, seed=12, n_buckets=20, per_group=True)
+    cpu = run_episodes(env, rules, **kwargs)
+    gpu = run_episodes(env, rules, like=torch.zeros(0, device="cuda"), **kwargs)
+    np.testing.assert_array_equal(gpu.pulls, cpu.pulls)
+    np.testing.assert_allclose(gpu.reward, cpu.reward, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(gpu.final_share, cpu.final_share, rtol=0, atol=1e-12)

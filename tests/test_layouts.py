@@ -375,6 +375,93 @@ def test_run_episodes_configuration_layouts(argument):
             assert_bitwise_equal(getattr(got, field), getattr(reference, field))
 
 
+def _per_group_run(grid):
+    """A few rounds of OFS over a per-group ``[K, 2]`` grid: the grid it holds and its choices."""
+    policy = fairkernels.OFS(B, grid, M, bound="bernstein")
+    inputs = _bandit_inputs(5)
+    chosen = []
+    for _ in range(4):
+        arms = policy.select()
+        chosen.append(arms)
+        policy.update(arms, inputs["rewards"], inputs["residuals"], weight=inputs["weight"])
+    return policy.grid, np.stack(chosen), *(np.asarray(a) for a in policy.state.state_arrays.values())
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_per_group_grid_layouts(library):
+    """The per-group grid (a [K, 2] array of threshold pairs, configuration) in every layout."""
+    from fairkernels.bandits import product_grid
+
+    pairs = product_grid([0.1, 0.4, 0.8], [0.2, 0.6])
+    expected = _per_group_run(pairs)
+    if library == "torch":
+        torch = pytest.importorskip("torch")
+        base = torch.from_numpy(pairs)
+        views = [(layout, torch_layout(base, layout)) for layout in _layouts_for(pairs, "torch")]
+    else:
+        views = [(layout, numpy_layout(pairs, layout)) for layout in _layouts_for(pairs)]
+    for layout, view in views:
+        before = snapshot(view)
+        got = _per_group_run(view)
+        assert_unmodified(before, view)
+        reference = expected if layout != "broadcast" else _per_group_run(contiguous_copy(view))
+        for g, e in zip(got, reference):
+            assert_bitwise_equal(g, e)
+
+
+def _estimator_inputs():
+    rng = np.random.default_rng(21)
+    n = 40
+    groups = (rng.random(n) < 0.5).astype(np.int64)
+    groups[:2] = [0, 1]
+    y = (rng.random(n) < 0.5).astype(np.float64)
+    scores = np.clip(0.4 * y + rng.random(n) * 0.6, 0, 1)
+    decisions = (scores >= 0.3).astype(np.int64)  # the first pair of grid [0.3, 0.6] is (0.3, 0.3)
+    return {"scores": scores, "decisions": decisions, "y_observed": np.where(decisions == 1, y, np.nan),
+            "sensitive_features": groups}
+
+
+def _estimator_round(scores, decisions, y_observed, sensitive_features):
+    """predict + partial_fit of a fresh estimator: its outputs, or the error it raised."""
+    est = fairkernels.OnlineThresholdOptimizer(grid=[0.3, 0.6])
+    try:
+        predicted = est.predict(scores, sensitive_features=sensitive_features)
+        est.partial_fit(scores, decisions, y_observed, sensitive_features=sensitive_features)
+    except ValueError as error:
+        return str(error)
+    return predicted, est.history_, est.thresholds_
+
+
+@pytest.mark.parametrize("argument", ["scores", "decisions", "y_observed", "sensitive_features"])
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_online_estimator_layouts(argument, library):
+    """Every layout of each array argument of OnlineThresholdOptimizer.predict / partial_fit."""
+    inputs = _estimator_inputs()
+    if library == "torch":
+        torch = pytest.importorskip("torch")
+        inputs = {k: torch.from_numpy(v) for k, v in inputs.items()}
+        layouts = [(kind, torch_layout(inputs[argument], kind)) for kind in _layouts_for(_estimator_inputs()[argument],
+                                                                                        "torch")]
+    else:
+        layouts = [(kind, numpy_layout(inputs[argument], kind)) for kind in _layouts_for(inputs[argument])]
+    expected = _estimator_round(**inputs)
+    assert not isinstance(expected, str), expected
+    for kind, view in layouts:
+        arguments = dict(inputs)
+        arguments[argument] = view
+        before = snapshot(view)
+        got = _estimator_round(**arguments)
+        assert_unmodified(before, view)
+        reference = expected if kind != "broadcast" else _estimator_round(
+            **{k: contiguous_copy(v) for k, v in arguments.items()})
+        if isinstance(reference, str):  # a broadcast first row can make the batch invalid: same error
+            assert got == reference, kind
+            continue
+        assert not isinstance(got, str), (kind, got)
+        assert_bitwise_equal(np.asarray(got[0]), np.asarray(reference[0]))
+        assert got[1] == reference[1] and got[2] == reference[2], kind
+
+
 def test_primal_dual_policy_with_torch_state_matches_numpy():
     torch = pytest.importorskip("torch")
     inputs = _bandit_inputs()

@@ -4,6 +4,8 @@
   reweighting, sequence- or token-level (C++ and CUDA kernels).
 * :mod:`fairkernels.bandits`: grid confidence bounds and Optimistic Feasible Search (OFS, UCB,
   PrimalDual, FixedThreshold) for fair threshold decisions, with fused closed-loop episodes.
+* :class:`OnlineThresholdOptimizer`: fair thresholds (one per group) learned online with OFS
+  from one-sided feedback, in fairlearn's conventions (``sensitive_features``, ``random_state``).
 * :func:`propensity_loss`: propensity-weighted (naive / ips / snips / dr), noise-aware losses
   for reward models trained on observational feedback (CausalRM); torch users:
   ``fairkernels.torch.CausalRMLoss``.
@@ -20,6 +22,7 @@ from . import bandits
 from ._backend import CudaUnavailableError, build_info, cuda_available, cuda_compiled
 from .advantage import group_advantages
 from .bandits import OFS, UCB, FixedThreshold, GridBounds, PrimalDual
+from .online import OnlineThresholdOptimizer
 from .propensity import propensity_loss
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "CudaUnavailableError",
     "FixedThreshold",
     "GridBounds",
+    "OnlineThresholdOptimizer",
     "PrimalDual",
     "__version__",
     "bandits",

@@ -458,7 +458,7 @@ def to_numpy(v: ArrayView) -> np.ndarray:
     if v.library == "numpy":
         return v.array
     if v.library == "torch":
-        return v.array.detach().cpu().numpy()
+        return v.array.detach().resolve_neg().resolve_conj().cpu().numpy()
     return v.array.get()
 
 

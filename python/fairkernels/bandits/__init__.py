@@ -13,6 +13,11 @@ averaged over ``weight`` individuals.  Counts are in individuals, not rounds.
   :func:`run_episodes`, which runs whole closed-loop episodes of many learners inside the
   compiled core.
 
+Per-group thresholds (beyond the paper): with ``per_group=True`` (or a ``[K, 2]`` grid of
+``(tau_a, tau_b)`` pairs) every policy, and :func:`run_episodes`, plays arms that are pairs of
+thresholds, one per group, over the product grid (e.g. 21 x 21 = 441 arms); the kernels and
+rules are the same, only what an arm means changes.
+
 One device convention for the whole family: state and results live in the library and device
 of ``like`` (numpy on the CPU when None; a torch tensor or CuPy array puts them there).  numpy
 and CPU torch run on the C++ kernels (cpp/bandits.cc), CUDA torch and CuPy on the CUDA kernels
@@ -21,8 +26,8 @@ and CPU torch run on the C++ kernels (cpp/bandits.cc), CUDA torch and CuPy on th
 
 from __future__ import annotations
 
-from .episodes import EnvTable, EpisodeTraces, run_episodes
-from .policies import BOUNDS, OFS, RULES, UCB, FixedThreshold, GridBounds, PrimalDual, make_grid
+from .episodes import EnvTable, EpisodeTraces, pair_arms, pair_columns, run_episodes
+from .policies import BOUNDS, OFS, RULES, UCB, FixedThreshold, GridBounds, PrimalDual, make_grid, product_grid
 
 __all__ = [
     "BOUNDS",
@@ -35,5 +40,8 @@ __all__ = [
     "GridBounds",
     "PrimalDual",
     "make_grid",
+    "pair_arms",
+    "pair_columns",
+    "product_grid",
     "run_episodes",
 ]

@@ -16,8 +16,8 @@ import numpy as np
 
 from .. import _arrays, _core
 from .._backend import launch
-from .._options import choice, integer, real
-from .policies import RULES, bound_options, make_grid
+from .._options import boolean, choice, integer, real
+from .policies import RULES, bound_options, configuration_numpy, make_grid
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def _configuration(values: Union[Sequence[Any], np.ndarray, None], name: str, dt
     if values is None:
         return default
     if _arrays.library_of(values) not in (None, "numpy"):
-        values = _arrays.to_numpy(_arrays.view(values, name))
+        values = configuration_numpy(values, name)
     try:
         array = np.array(values, dtype=dtype)
     except (TypeError, ValueError, OverflowError) as error:
@@ -143,11 +143,26 @@ def _configuration(values: Union[Sequence[Any], np.ndarray, None], name: str, dt
     return array
 
 
+def pair_columns(n_thresholds: int) -> np.ndarray:
+    """``[2, C^2]`` the table column of each product-grid arm for group a (row 0) and group b
+    (row 1): arm ``k = k_a * C + k_b`` accepts group a at column ``k_a`` and b at ``k_b``."""
+    a, b = np.divmod(np.arange(n_thresholds * n_thresholds, dtype=np.int64), n_thresholds)
+    return np.ascontiguousarray(np.stack([a, b]))
+
+
+def pair_arms(n_thresholds: int, arm_a: Any, arm_b: Any) -> np.ndarray:
+    """The product-grid arm(s) ``k_a * C + k_b`` of per-group grid indices (numpy int64)."""
+    a, b = np.asarray(arm_a, dtype=np.int64), np.asarray(arm_b, dtype=np.int64)
+    if np.any((a < 0) | (a >= n_thresholds) | (b < 0) | (b >= n_thresholds)):
+        raise ValueError(f"pair_arms: grid index out of range [0, {n_thresholds})")
+    return a * n_thresholds + b
+
+
 def run_episodes(env: EnvTable, rules: Sequence[str], *, n_rounds: int, seed: int = 0,
                  stream_ids: Optional[Sequence[int]] = None, fixed_arms: Optional[Sequence[int]] = None,
                  eta: Union[float, Sequence[float], None] = None, bound: str = "ucb1", alpha: float = 2.0,
                  delta: float = 0.05, horizon: Optional[float] = None, n_buckets: Optional[int] = None,
-                 like: Any = None) -> EpisodeTraces:
+                 like: Any = None, per_group: bool = False) -> EpisodeTraces:
     """Runs one closed-loop episode per learner inside the compiled core.
 
     Args:
@@ -157,7 +172,8 @@ def run_episodes(env: EnvTable, rules: Sequence[str], *, n_rounds: int, seed: in
         seed: with ``stream_ids``, keys the counter-based (Philox4x32-10) random streams.
         stream_ids: ``[B]`` stream of each learner (default ``0..B-1``).  A learner's draws
             depend only on (seed, its stream id, round), never on the other learners.
-        fixed_arms: ``[B]`` arm of each "fixed" learner (ignored for the others).
+        fixed_arms: ``[B]`` arm of each "fixed" learner (ignored for the others); with
+            ``per_group`` an arm of the product grid (see :func:`pair_arms`).
         eta: primal-dual step size(s), a number or ``[B]``; default ``1/sqrt(T)``.
         bound, alpha, delta: as in :class:`GridBounds`; ``horizon`` defaults to ``T * n``.
         n_buckets: rounds are summed into this many consecutive buckets (<= T; default
@@ -169,6 +185,11 @@ def run_episodes(env: EnvTable, rules: Sequence[str], *, n_rounds: int, seed: in
             trajectories from the same seed, except where CUDA's and the C library's exp/log
             differ by one ulp exactly at an accept/reject or threshold boundary of a draw
             (possible in principle, not expected in practice; the CUDA test checks it).
+        per_group: one threshold per group: the arms are every pair ``(tau_a, tau_b)`` of the
+            table's grid, ``k = k_a * C + k_b`` for a C-point grid (K = C^2 arms, the grid of
+            ``make_grid(env.grid, per_group=True)``); reward, residuals, counts and the rules
+            are unchanged.  Arm ``k_a * C + k_a`` plays exactly as the shared threshold
+            ``k_a`` (same draws from the same stream).
 
     ``rules``, ``stream_ids``, ``fixed_arms`` and ``eta`` are configuration: sequences (lists)
     are accepted and copied.
@@ -190,7 +211,8 @@ def run_episodes(env: EnvTable, rules: Sequence[str], *, n_rounds: int, seed: in
         raise ValueError("rules must name at least one learner")
     members = _core.SelectRule.__members__
     codes = np.array([int(members[choice(r, "rules", RULES)]) for r in rules], dtype=np.int64)
-    K, M = env.n_arms, env.n_constraints
+    C, M = env.n_arms, env.n_constraints
+    K = C * C if boolean(per_group, "per_group") else C
     ids = _configuration(stream_ids, "stream_ids", np.int64, B, np.arange(B, dtype=np.int64))
     if np.any(ids < 0):
         raise ValueError("stream_ids must be non-negative")
@@ -210,7 +232,7 @@ def run_episodes(env: EnvTable, rules: Sequence[str], *, n_rounds: int, seed: in
     seed = integer(seed, "seed", 0, 2**64 - 1)
     place = None if like is None else _arrays.view(like, "like")
     table = _core.EnvTable()
-    table.n_arms, table.p0, table.beta, table.kappa = K, env.p0, env.beta, env.kappa
+    table.n_arms, table.n_columns, table.p0, table.beta, table.kappa = K, C, env.p0, env.beta, env.kappa
     table.cohort, table.cost, table.eps = env.cohort, env.cost, env.eps
     table.service = env.rho_min is not None
     table.rho_min = 0.0 if env.rho_min is None else env.rho_min
@@ -222,8 +244,11 @@ def run_episodes(env: EnvTable, rules: Sequence[str], *, n_rounds: int, seed: in
     for name, v in held.items():
         setattr(args, name, v.address)
     tables = {"accept": env.accept_rate, "precision": env.precision}
+    if per_group:
+        tables["columns"] = pair_columns(C)
     held.update({name: _arrays.from_numpy(place, values, name) for name, values in tables.items()})
     table.accept, table.precision = held["accept"].address, held["precision"].address
+    table.columns = held["columns"].address if per_group else 0
     shapes = {"reward_trace": (B, NB), "violation_trace": (B, NB), "residual_trace": (B, NB, M), "pulls": (B, K),
               "final_share": (B,)}
     outputs = {name: _arrays.zeros(place, shape, "float64", name) for name, shape in shapes.items()}

@@ -17,7 +17,7 @@ import numpy as np
 from .. import _arrays, _core
 from .._arrays import ArrayView
 from .._backend import launch
-from .._options import choice, enum_value, integer, real
+from .._options import boolean, choice, enum_value, integer, real
 
 Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
 
@@ -34,19 +34,51 @@ _FLOAT64 = {"float": "float64"}
 _INT64 = {"int": "int64"}
 
 
-def make_grid(grid: Union[int, Sequence[float], np.ndarray]) -> np.ndarray:
-    """The threshold grid: an int K gives ``tau_k = k / (K - 1)`` (K = 1 gives [0]); a sequence
-    or array (configuration, so lists are accepted) is copied as float64 and must be 1-D,
-    finite and non-empty."""
+def configuration_numpy(values: Any, name: str) -> np.ndarray:
+    """A configuration array of another library (torch, CuPy) as numpy values.  A torch
+    negation view (``x.neg()`` of some views) is resolved first: ``Tensor.numpy()`` refuses
+    it, and ``_arrays.to_numpy`` does not resolve it."""
+    view = _arrays.view(values, name)
+    if view.library == "torch" and view.array.is_neg():
+        return np.asarray(view.array.detach().resolve_neg().cpu().numpy())
+    return _arrays.to_numpy(view)
+
+
+def make_grid(grid: Union[int, Sequence[float], np.ndarray], per_group: bool = False) -> np.ndarray:
+    """The threshold grid of the arms.
+
+    Shared thresholds (one per arm, ``[K]``): an int K gives ``tau_k = k / (K - 1)`` (K = 1
+    gives [0]); a sequence or array (configuration, so lists are accepted) is copied as
+    float64 and must be 1-D, finite and non-empty.
+
+    Per-group thresholds (a pair ``(tau_a, tau_b)`` per arm, ``[K, 2]``): a 2-D ``[K, 2]``
+    grid is taken as it is (any set of pairs); with ``per_group=True`` an int or 1-D grid is
+    used for both groups and the arms are its product (:func:`product_grid`).
+    """
+    per_group = boolean(per_group, "per_group")
     if isinstance(grid, numbers.Integral) and not isinstance(grid, bool):
         k = integer(grid, "grid", 1)
-        return np.linspace(0.0, 1.0, k) if k > 1 else np.zeros(1)
+        values = np.linspace(0.0, 1.0, k) if k > 1 else np.zeros(1)
+        return product_grid(values, values) if per_group else values
     if _arrays.library_of(grid) not in (None, "numpy"):
-        grid = _arrays.to_numpy(_arrays.view(grid, "grid"))
+        grid = configuration_numpy(grid, "grid")
     values = np.array(grid, dtype=np.float64, copy=True)
+    if values.ndim == 2 and values.shape[1] == 2 and values.shape[0] > 0 and np.all(np.isfinite(values)):
+        return values
     if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)):
-        raise ValueError(f"grid must be an int or a non-empty 1-D array of finite thresholds, got shape {values.shape}")
-    return values
+        raise ValueError("grid must be an int, a non-empty 1-D array of finite thresholds or a [K, 2] array of "
+                         f"finite (tau_a, tau_b) pairs, got shape {values.shape}")
+    return product_grid(values, values) if per_group else values
+
+
+def product_grid(grid_a: Union[int, Sequence[float], np.ndarray],
+                 grid_b: Union[int, Sequence[float], np.ndarray]) -> np.ndarray:
+    """``[K_a * K_b, 2]`` every pair of a threshold of group a and one of group b, arm
+    ``k = k_a * K_b + k_b`` (group a's index varies slowest); each grid as in :func:`make_grid`."""
+    a, b = make_grid(grid_a), make_grid(grid_b)
+    if a.ndim != 1 or b.ndim != 1:
+        raise ValueError("product_grid takes two 1-D grids (one per group)")
+    return np.ascontiguousarray(np.stack(np.meshgrid(a, b, indexing="ij"), axis=-1).reshape(-1, 2))
 
 
 def bound_options(bound: str, alpha: float, delta: float, horizon: Optional[float]) -> Any:
@@ -152,13 +184,18 @@ class GridBounds:
 
     Args:
         n_learners: B, independent learners updated and queried together.
-        grid: K (thresholds ``k / (K - 1)``) or an explicit 1-D sequence of thresholds.
+        grid: K (thresholds ``k / (K - 1)``) or an explicit 1-D sequence of thresholds; or
+            per-group thresholds, a ``[K, 2]`` array of ``(tau_a, tau_b)`` pairs (see
+            :func:`make_grid` and :func:`product_grid`).
         n_constraints: M residuals per observation (0 allowed).
         bound: "ucb1" (default), "hoeffding" or "bernstein" (empirical Bernstein).
         alpha: exploration constant of ucb1, ``rad = scale * sqrt(alpha * log(max(t, 2)) / w)``.
         delta: confidence of hoeffding / bernstein, ``L = log(2 K T / delta)``.
         horizon: T of hoeffding / bernstein, in individuals; None: anytime (individuals seen).
         like: an array whose library and device hold the state (numpy when None).
+        per_group: the arms are the product of ``grid`` with itself, one threshold per group
+            (e.g. ``grid=21, per_group=True``: 441 arms); the kernels are the same, only the
+            meaning of an arm changes (``grid[arms]`` are ``[B, 2]`` threshold pairs).
 
     ``scale`` is 1 for the reward and 2 for a residual; ``w`` and ``t`` count individuals.
     With the state in torch, ``update`` and ``select`` are the custom ops
@@ -167,9 +204,9 @@ class GridBounds:
 
     def __init__(self, n_learners: int, grid: Union[int, Sequence[float], np.ndarray] = 51, n_constraints: int = 1,
                  *, bound: str = "ucb1", alpha: float = 2.0, delta: float = 0.05, horizon: Optional[float] = None,
-                 like: Any = None) -> None:
+                 like: Any = None, per_group: bool = False) -> None:
         self.n_learners = integer(n_learners, "n_learners", 1)
-        self.grid = make_grid(grid)
+        self.grid = make_grid(grid, per_group)
         self.n_constraints = integer(n_constraints, "n_constraints", 0)
         self.bound = choice(bound, "bound", BOUNDS)
         self._bound = bound_options(bound, alpha, delta, horizon)
@@ -188,8 +225,13 @@ class GridBounds:
     # -- state ------------------------------------------------------------------------------
     @property
     def n_arms(self) -> int:
-        """K, the number of grid thresholds."""
+        """K, the number of arms (grid thresholds, or threshold pairs with per-group thresholds)."""
         return int(self.grid.shape[0])
+
+    @property
+    def per_group(self) -> bool:
+        """Whether each arm is a pair of thresholds, one per group (``grid`` is ``[K, 2]``)."""
+        return self.grid.ndim == 2
 
     @property
     def counts(self) -> Array:
@@ -266,14 +308,19 @@ class _Policy:
 
     def __init__(self, n_learners: int, grid: Union[int, Sequence[float], np.ndarray] = 51, n_constraints: int = 1,
                  *, bound: str = "ucb1", alpha: float = 2.0, delta: float = 0.05, horizon: Optional[float] = None,
-                 like: Any = None) -> None:
+                 like: Any = None, per_group: bool = False) -> None:
         self.state = GridBounds(n_learners, grid, n_constraints, bound=bound, alpha=alpha, delta=delta,
-                                horizon=horizon, like=like)
+                                horizon=horizon, like=like, per_group=per_group)
 
     @property
     def grid(self) -> np.ndarray:
-        """``[K]`` thresholds (numpy); ``policy.grid[arms]`` are the chosen thresholds."""
+        """``[K]`` thresholds, or ``[K, 2]`` per-group pairs (numpy); ``policy.grid[arms]`` are
+        the chosen thresholds."""
         return self.state.grid
+
+    @property
+    def per_group(self) -> bool:
+        return self.state.per_group
 
     @property
     def n_learners(self) -> int:
@@ -340,20 +387,35 @@ class PrimalDual(_Policy):
 
 
 class FixedThreshold:
-    """Always plays one arm (given by index ``arm`` or the grid point nearest ``threshold``)."""
+    """Always plays one arm (given by index ``arm`` or the grid point nearest ``threshold``;
+    with per-group thresholds ``threshold`` is a pair ``(tau_a, tau_b)`` and the nearest pair,
+    in the largest of the two distances, is played)."""
 
     rule = "fixed"
 
     def __init__(self, n_learners: int, grid: Union[int, Sequence[float], np.ndarray] = 51, *,
-                 arm: Optional[int] = None, threshold: Optional[float] = None, like: Any = None) -> None:
+                 arm: Optional[int] = None, threshold: Union[float, Sequence[float], None] = None,
+                 like: Any = None, per_group: bool = False) -> None:
         self.n_learners = integer(n_learners, "n_learners", 1)
-        self.grid = make_grid(grid)
+        self.grid = make_grid(grid, per_group)
         if (arm is None) == (threshold is None):
             raise ValueError("give exactly one of arm and threshold")
         if arm is None:
-            arm = int(np.argmin(np.abs(self.grid - real(threshold, "threshold"))))
+            arm = self._nearest_arm(threshold)
         self.arm = integer(arm, "arm", 0, self.grid.shape[0] - 1)
         self._like = _like_view(like)
+
+    @property
+    def per_group(self) -> bool:
+        return self.grid.ndim == 2
+
+    def _nearest_arm(self, threshold: Any) -> int:
+        if not self.per_group:
+            return int(np.argmin(np.abs(self.grid - real(threshold, "threshold"))))
+        if isinstance(threshold, (str, bytes)) or np.ndim(threshold) != 1 or len(threshold) != 2:
+            raise TypeError("threshold must be a pair (tau_a, tau_b) with per-group thresholds")
+        pair = np.array([real(t, "threshold") for t in threshold])
+        return int(np.argmin(np.abs(self.grid - pair).max(axis=1)))
 
     def select(self) -> Array:
         return _arrays.zeros(self._like, (self.n_learners,), "int64", "arms", self.arm).array
