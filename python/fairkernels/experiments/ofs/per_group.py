@@ -17,7 +17,6 @@ own random stream.  The function returns plain data; :func:`describe` renders it
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
@@ -285,23 +284,33 @@ def describe(results: dict[str, Any]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    """``python -m fairkernels.experiments.ofs.per_group``: flags validated before anything runs
+    (exit 2, one line), the JSON written atomically and strictly (no NaN tokens)."""
+    from ..argtypes import positive_int, real
+    from ..outputs import write_json
+
     parser = argparse.ArgumentParser(description="OFS with shared vs per-group thresholds, and fairlearn")
     parser.add_argument("--env", default="synthetic", choices=["synthetic", "compas", "german"])
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--horizon", type=int, default=10000)
-    parser.add_argument("--grid", type=int, default=21)
-    parser.add_argument("--cost", type=float, default=None)
-    parser.add_argument("--eps", type=float, default=None)
+    parser.add_argument("--seeds", type=positive_int, default=10)
+    parser.add_argument("--horizon", type=positive_int, default=10000)
+    parser.add_argument("--grid", type=positive_int, default=21)
+    parser.add_argument("--cost", type=real(0.0), default=None)
+    parser.add_argument("--eps", type=real(0.0, 1.0), default=None)
     parser.add_argument("--no-fairlearn", action="store_true")
     parser.add_argument("--json", default=None, help="write the results (without curves) here")
     args = parser.parse_args(argv)
+    if args.json is not None:
+        from pathlib import Path
+
+        target = Path(args.json)
+        if not target.parent.exists() or target.is_dir():
+            parser.error(f"--json: {target} cannot be written (its folder is missing, or it is a folder)")
     config = PerGroupConfig(env=args.env, seeds=args.seeds, horizon=args.horizon, grid=args.grid, cost=args.cost,
                             eps=args.eps, fairlearn=not args.no_fairlearn)
     results = run_per_group(config)
     print(describe(results))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({k: v for k, v in results.items() if k != "curves"}, handle, indent=1)
+        write_json(Path(args.json), {k: v for k, v in results.items() if k != "curves"})
 
 
 if __name__ == "__main__":
