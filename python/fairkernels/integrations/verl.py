@@ -251,7 +251,7 @@ def install_log_prob_hook() -> Callable[..., Any]:
     wrapper = _wrap_compute_advantage(current, inspect.signature(current))
     for module_name, module in list(sys.modules.items()):
         if module_name.split(".")[0] == "verl" and getattr(module, "compute_advantage", None) is current:
-            module.compute_advantage = wrapper  # modules that imported the function itself
+            module.compute_advantage = wrapper  # type: ignore[attr-defined]  # modules that imported it
     return wrapper
 
 
