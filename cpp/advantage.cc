@@ -279,6 +279,80 @@ double std_from(double m2, int64_t count, bool unbiased) {
 }
 
 // ----------------------------------------------------------------------------------------
+// Pass@k (advantage.h).  Coefficients of a group of m rows for k' = min(k, m), by 0-based
+// sorted position p = j - 1:  top[p] = a_j = C(j-1, k'-1) / C(m-1, k'-1) and
+// tail[p] = a_j (k'-1) / (j-1) (the weight of r(j) in E(i) for every i < j).  Products of
+// ratios from a_m = 1 downward, a_{j-1} = a_j (j-k') / (j-1): no binomial is ever formed, so
+// nothing overflows (m = 10,000 and k = 5,000 have C ~ 1e3008), and the relative error grows
+// by one rounding per step (<= ~1e-12 at m = 10,000).  The a_j of low positions underflow to 0
+// long before they could matter next to a_m = 1.
+struct PassAtKCoefficients {
+  int64_t m = -1;
+  int64_t k = 0;  // k' = min(k, m)
+  std::vector<double> top, tail;
+
+  void fit(int64_t rows, int64_t pass_k) {
+    const int64_t k_eff = std::min(pass_k, rows);
+    if (rows == m && k_eff == k) return;  // groups of one size reuse them (fixed groups: always)
+    m = rows;
+    k = k_eff;
+    top.assign(m, 0.0);
+    tail.assign(m, 0.0);
+    double a = 1.0;
+    for (int64_t j = m; j >= 1 && a != 0.0; --j) {
+      top[j - 1] = a;
+      if (j >= 2) {
+        tail[j - 1] = a * (static_cast<double>(k - 1) / static_cast<double>(j - 1));
+        a *= static_cast<double>(std::max<int64_t>(j - k, 0)) / static_cast<double>(j - 1);
+      }
+    }
+  }
+};
+
+// The pass@k statistics of one group, in place: x[0..m) (the group's rewards, any order) becomes
+// E_i - mu; returns mu and sigma.  `position` holds the stable sorted position of each x
+// (ranks "first"); `sorted` and `expected` are scratch of m.
+struct PassAtKMoments {
+  double mu = 0.0;
+  double variance = 0.0;
+};
+
+PassAtKMoments center_pass_at_k(double* x, int64_t m, const PassAtKCoefficients& c, const double* position,
+                                double* sorted, double* expected) {
+  for (int64_t j = 0; j < m; ++j) sorted[static_cast<int64_t>(position[j])] = x[j];
+  // E_i - mu does not change when every reward moves by the same amount (the weights of a
+  // row's E, and those of mu, sum to 1).  Measured from the group's best reward, the values
+  // that dominate (the top ones, for large k) are 0 and E_i, mu keep their small differences
+  // exactly: with 0/1 rewards and mu = 1 - 6e-8, E_i - mu is then accurate to the last bits
+  // instead of to 1e-16 / 6e-8.
+  const double best = sorted[m - 1];
+  for (int64_t p = 0; p < m; ++p) sorted[p] -= best;
+  double tail = 0.0, first = 0.0;
+  for (int64_t p = m - 1; p >= 0; --p) {
+    expected[p] = c.top[p] * sorted[p] + tail;
+    tail += c.tail[p] * sorted[p];
+    first += c.top[p] * sorted[p];
+  }
+  // Equal rewards have equal E mathematically (Pascal's rule); give them the same double, the
+  // one at the top of their run, so the result does not depend on the order of rows.
+  for (int64_t p = m - 2; p >= 0; --p) {
+    if (sorted[p] == sorted[p + 1]) expected[p] = expected[p + 1];
+  }
+  const double share = static_cast<double>(c.k) / static_cast<double>(m);  // P(row j is the max) = share * a_j
+  PassAtKMoments moments;
+  moments.mu = first * share;  // measured from `best`
+  double spread = 0.0;  // centred second moment: no cancellation for rewards far from 0
+  for (int64_t p = m - 1; p >= 0; --p) {
+    const double d = sorted[p] - moments.mu;
+    spread += c.top[p] * (d * d);
+  }
+  moments.variance = spread * share;
+  for (int64_t j = 0; j < m; ++j) x[j] = expected[static_cast<int64_t>(position[j])] - moments.mu;
+  moments.mu += best;
+  return moments;
+}
+
+// ----------------------------------------------------------------------------------------
 
 template <typename Real, typename LogpT, typename MaskT>
 class AdvantageKernel {
@@ -287,6 +361,7 @@ class AdvantageKernel {
       : opt_(opt),
         grouping_(grouping),
         rewards_(static_cast<const Real*>(a.rewards)),
+        reward_weights_(static_cast<const Real*>(a.reward_weights)),
         seq_logp_(static_cast<const Real*>(a.seq_logp)),
         token_logp_(static_cast<const LogpT*>(a.token_logp)),
         mask_(static_cast<const MaskT*>(a.mask)),
@@ -295,6 +370,8 @@ class AdvantageKernel {
 
   void run() {
     const int64_t n_groups = grouping_.n_groups;
+    if (opt_.n_rewards > 0) combine_rewards();
+    if (opt_.normalize_then_sum()) return finish_normalize_then_sum();
     const bool batch_scale = opt_.scale == Scale::kBatch;
     // Rows are written in a second, sequential pass when the batch std is needed first, or
     // when ragged groups would scatter the [N, T] writes over the batch (2.5x slower).
@@ -321,7 +398,8 @@ class AdvantageKernel {
     double divisor = 1.0;
     if (batch_scale) {
       const Moments batch = combine(moments_);
-      divisor = std_from(batch.m2, batch.count, opt_.unbiased) + opt_.eps;
+      // Pass@k pools the groups' subset-maximum distributions: a population std, as in a group.
+      divisor = std_from(batch.m2, batch.count, opt_.unbiased && opt_.pass_k == 0) + opt_.eps;
     }
     parallel_chunks(opt_.n_rows, std::max<int64_t>(1, 65536 / cost_per_row), [&](int64_t, int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) write_row(row, row_value_[row] / divisor);
@@ -338,14 +416,118 @@ class AdvantageKernel {
     std::vector<double> rank;
     std::vector<double> sorted_key;
     std::vector<int64_t> order;
+    std::vector<double> position, sorted, expected;  // pass@k
+    PassAtKCoefficients pass_at_k;                     // of the last group size seen
 
     void fit(int64_t size) {
       if (static_cast<int64_t>(rows.size()) >= size) return;
-      for (auto* v : {&reward, &likelihood, &rank, &sorted_key}) v->resize(size);
+      for (auto* v : {&reward, &likelihood, &rank, &sorted_key, &position, &sorted, &expected}) v->resize(size);
       rows.resize(size);
       order.resize(size);
     }
   };
+
+  double reward_of(int64_t row) const {
+    return combined_.empty() ? static_cast<double>(rewards_[row]) : combined_[row];
+  }
+
+  // ---- several rewards per row -------------------------------------------------------------
+
+  // s_i of advantage.h into combined_: the weighted nansum per row (sum_then_normalize), or
+  // per group the weighted nansum of per-reward z-scores (normalize_then_sum, TRL's code).
+  void combine_rewards() {
+    combined_.assign(opt_.n_rows, 0.0);
+    if (!opt_.normalize_then_sum()) {
+      parallel_chunks(opt_.n_rows, 16384, [&](int64_t, int64_t begin, int64_t end) {
+        for (int64_t row = begin; row < end; ++row) combined_[row] = weighted_nansum(row, nullptr, nullptr);
+      });
+      return;
+    }
+    moments_.assign(grouping_.n_groups, Moments{});
+    parallel_chunks(grouping_.n_groups, 64, [&](int64_t, int64_t begin, int64_t end) {
+      std::vector<double> mean, inverse;
+      for (int64_t g = begin; g < end; ++g) normalize_group_rewards(g, mean, inverse);
+    });
+  }
+
+  // nansum_k w_k (r_ik - shift_k) * scale_k (shift/scale: nullptr = 0 / 1; scale 0 = left out);
+  // NaN when every reward of the row is NaN (an unscorable row, as TRL).
+  double weighted_nansum(int64_t row, const double* shift, const double* scale) const {
+    const Real* r = rewards_ + row * opt_.n_rewards;
+    double sum = 0.0;
+    bool scorable = false;
+    for (int64_t k = 0; k < opt_.n_rewards; ++k) {
+      const double v = static_cast<double>(r[k]);
+      scorable |= !std::isnan(v);
+      double term = static_cast<double>(reward_weights_[k]) * (shift ? (v - shift[k]) * scale[k] : v);
+      if (scale != nullptr && scale[k] == 0.0) term = kNaN;  // this reward has no z in the group
+      if (!std::isnan(term)) sum += term;
+    }
+    return scorable ? sum : kNaN;
+  }
+
+  // One group of normalize_then_sum: per reward, mean and std over the group's non-NaN values;
+  // a reward with too few values for a std (unbiased: < 2) adds nothing, as TRL's NaN z.
+  void normalize_group_rewards(int64_t g, std::vector<double>& mean, std::vector<double>& inverse) {
+    const int64_t size = grouping_.size(g), R = opt_.n_rewards;
+    mean.assign(R, 0.0);
+    inverse.assign(R, 0.0);
+    for (int64_t k = 0; k < R; ++k) {
+      int64_t count = 0;
+      double sum = 0.0;
+      for (int64_t j = 0; j < size; ++j) {
+        const double v = static_cast<double>(rewards_[grouping_.row(g, j) * R + k]);
+        if (!std::isnan(v)) sum += v, ++count;
+      }
+      if (count == 0) continue;
+      mean[k] = sum / static_cast<double>(count);
+      double m2 = 0.0;
+      for (int64_t j = 0; j < size; ++j) {
+        const double d = static_cast<double>(rewards_[grouping_.row(g, j) * R + k]) - mean[k];
+        if (!std::isnan(d)) m2 += d * d;
+      }
+      const int64_t dof = opt_.unbiased ? count - 1 : count;
+      if (dof > 0) inverse[k] = 1.0 / (std_from(m2, count, opt_.unbiased) + opt_.eps);
+    }
+    int64_t m = 0;
+    double sum = 0.0;
+    for (int64_t j = 0; j < size; ++j) {
+      const int64_t row = grouping_.row(g, j);
+      const double s = weighted_nansum(row, mean.data(), inverse.data());
+      combined_[row] = s;
+      if (!std::isnan(s)) sum += s, ++m;
+    }
+    // Moments of the group's s for the batch statistics, and its signal flag.
+    Moments moments{m, m ? sum / static_cast<double>(m) : 0.0, 0.0};
+    std::vector<double> values;
+    values.reserve(m);
+    for (int64_t j = 0; j < size; ++j) {
+      const double s = combined_[grouping_.row(g, j)];
+      if (std::isnan(s)) continue;
+      values.push_back(s);
+      moments.m2 += (s - moments.mean) * (s - moments.mean);
+    }
+    moments_[g] = moments;
+    if (row_has_signal_ != nullptr) {
+      const bool signal = group_signal(values.data(), m);
+      for (int64_t j = 0; j < size; ++j) row_has_signal_[grouping_.row(g, j)] = signal;
+    }
+  }
+
+  // A_i = (s_i - mean(s)) / (std(s) + eps) over the batch; unscorable rows get 0.
+  void finish_normalize_then_sum() {
+    const Moments batch = combine(moments_);
+    const double mean = batch.mean;
+    const double inverse = 1.0 / (std_from(batch.m2, batch.count, opt_.unbiased) + opt_.eps);
+    const int64_t cost_per_row = 1 + opt_.n_tokens / 64;
+    parallel_chunks(opt_.n_rows, std::max<int64_t>(1, 65536 / cost_per_row), [&](int64_t, int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const double s = combined_[row];
+        write_row(row, std::isnan(s) ? 0.0 : (s - mean) * inverse);
+      }
+      end_streaming_stores();
+    });
+  }
 
   double token_likelihood(int64_t row) const {
     return row_likelihood(token_logp_ + row * opt_.logp_row_stride, mask_ + row * opt_.mask_row_stride,
@@ -367,7 +549,7 @@ class AdvantageKernel {
     }
   }
 
-  // Gathers the group's rewarded rows (branch-free append) and writes 0 for the others.
+  // Gathers the group's rewarded rows (branch-free append).
   int64_t gather_rewarded(int64_t g, Scratch& s) const {
     const int64_t size = grouping_.size(g);
     int64_t* rows = s.rows.data();
@@ -375,34 +557,56 @@ class AdvantageKernel {
     int64_t m = 0;
     for (int64_t j = 0; j < size; ++j) {
       const int64_t row = grouping_.row(g, j);
-      const double r = static_cast<double>(rewards_[row]);
+      const double r = reward_of(row);
       rows[m] = row;
       reward[m] = r;
       m += !std::isnan(r);
     }
-    if (m < size) {
-      for (int64_t j = 0; j < size; ++j) {
-        const int64_t row = grouping_.row(g, j);
-        // Rows without a reward get 0 (deferred rows: row_value_ already holds 0).
-        if (std::isnan(static_cast<double>(rewards_[row])) && !deferred_) write_row(row, 0.0);
-      }
-    }
     return m;
   }
 
-  void write_signal(int64_t g, const double* reward, int64_t m) const {
-    bool signal = false;
-    for (int64_t j = 1; j < m; ++j) signal |= reward[j] != reward[0];
+  // Rows without a reward: 0 when NaN means missing (deferred rows: row_value_ already holds
+  // 0), NaN for every row of the group when NaN propagates.
+  void write_unrewarded(int64_t g, bool whole_group) {
+    const double value = whole_group ? kNaN : 0.0;
+    for (int64_t j = 0; j < grouping_.size(g); ++j) {
+      const int64_t row = grouping_.row(g, j);
+      if (!whole_group && !std::isnan(reward_of(row))) continue;
+      if (deferred_) {
+        row_value_[row] = value;
+      } else {
+        write_row(row, value);
+      }
+    }
+  }
+
+  // advantage.h: std > signal_tol, or (signal_tol = 0) not all equal; never with < 2 rows.
+  bool group_signal(const double* reward, int64_t m) const {
+    if (m < 2) return false;
+    if (opt_.signal_tol == 0.0) {
+      bool unequal = false;
+      for (int64_t j = 1; j < m; ++j) unequal |= reward[j] != reward[0];
+      return unequal;
+    }
+    const double mean = lane_sum(reward, m, 0.0) / static_cast<double>(m);
+    return std_from(lane_sum(reward, m, mean, /*squared=*/true), m, opt_.unbiased) > opt_.signal_tol;
+  }
+
+  void write_signal(int64_t g, bool signal) const {
     for (int64_t j = 0; j < grouping_.size(g); ++j) row_has_signal_[grouping_.row(g, j)] = signal;
   }
 
   void process_group(int64_t g, Scratch& s) {
-    s.fit(grouping_.size(g));
+    const int64_t size = grouping_.size(g);
+    s.fit(size);
     const int64_t m = gather_rewarded(g, s);
     double* x = s.reward.data();
-    if (row_has_signal_ != nullptr) write_signal(g, x, m);
-    if (m == 0) return;
+    const bool propagate_nan = !opt_.nan_missing && m < size;
+    if (row_has_signal_ != nullptr) write_signal(g, !propagate_nan && group_signal(x, m));
+    if (m < size) write_unrewarded(g, propagate_nan);
+    if (m == 0 || propagate_nan) return;  // a NaN-poisoned group stays out of the batch std
     const bool poisoned = opt_.uses_ranks() && reweight_by_rank(s, m);
+    if (opt_.pass_k > 0 && m >= 2) return finish_pass_at_k(g, s, m, poisoned);
 
     const double sum = lane_sum(x, m, 0.0);
     const double mean = sum / static_cast<double>(m);
@@ -421,12 +625,33 @@ class AdvantageKernel {
       for (int64_t j = 0; j < m; ++j) x[j] -= mean;
     }
     if (poisoned) std::fill(x, x + m, kNaN);
+    const double group_std = singleton ? 1.0 : std_from(m2, m, opt_.unbiased);
+    write_centered(s, m, group_std);
+  }
+
+  // Pass@k groups (m >= 2): E_i - mu from the sorted (reweighted) rewards, then the scale.
+  void finish_pass_at_k(int64_t g, Scratch& s, int64_t m, bool poisoned) {
+    double* x = s.reward.data();
+    ranks_in_group(x, m, /*average=*/false, s.position.data(), s.order.data(), s.sorted_key.data());
+    s.pass_at_k.fit(m, opt_.pass_k);
+    const PassAtKMoments moments =
+        center_pass_at_k(x, m, s.pass_at_k, s.position.data(), s.sorted.data(), s.expected.data());
+    if (opt_.scale == Scale::kBatch && !poisoned) {
+      moments_[g] = Moments{m, moments.mu, moments.variance * static_cast<double>(m)};
+    }
+    if (poisoned) std::fill(x, x + m, kNaN);
+    write_centered(s, m, std::sqrt(std::max(moments.variance, 0.0)));
+  }
+
+  // Writes the group's centred values x[0..m) divided as the scale says (group: by group_std + eps).
+  void write_centered(const Scratch& s, int64_t m, double group_std) {
+    const double* x = s.reward.data();
     const int64_t* rows = s.rows.data();
     if (opt_.scale == Scale::kBatch) {
       for (int64_t j = 0; j < m; ++j) row_value_[rows[j]] = x[j];
       return;
     }
-    const double divisor = opt_.scale == Scale::kGroup ? (singleton ? 1.0 : std_from(m2, m, opt_.unbiased)) + opt_.eps : 1.0;
+    const double divisor = opt_.scale == Scale::kGroup ? group_std + opt_.eps : 1.0;
     const double inverse = 1.0 / divisor;  // one division per group, not per row
     if (deferred_) {
       for (int64_t j = 0; j < m; ++j) row_value_[rows[j]] = x[j] * inverse;
@@ -454,6 +679,7 @@ class AdvantageKernel {
   const AdvantageOptions& opt_;
   const Grouping& grouping_;
   const Real* rewards_;
+  const Real* reward_weights_;
   const Real* seq_logp_;
   const LogpT* token_logp_;
   const MaskT* mask_;
@@ -463,6 +689,7 @@ class AdvantageKernel {
   std::vector<double> row_value_;  // deferred rows: advantage, or numerator awaiting the batch std
   std::vector<double> row_likelihood_;  // ragged groups with token log-probs: computed up front
   std::vector<Moments> moments_;
+  std::vector<double> combined_;        // several rewards per row: s_i (advantage.h)
 };
 
 template <typename Real, typename LogpT, typename MaskT>

@@ -4,6 +4,8 @@ spec (TRL, verl's loop, the authors' rank code) in their own style."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -36,6 +38,38 @@ def ranks(values, ties):
     return rank
 
 
+def pass_at_k_statistics(rewards, k):
+    """The spec's pass@k formulas, written as they read ("Beyond the paper"): for the m values
+    sorted ascending, r(1) <= ... <= r(m), and k' = min(k, m),
+        mu    = sum_j r(j) C(j-1, k'-1) / C(m, k'),   nu = sum_j r(j)^2 C(j-1, k'-1) / C(m, k'),
+        sigma = sqrt(nu - mu^2),
+        E(i)  = [r(i) C(i-1, k'-1) + sum_{j>i} r(j) C(j-2, k'-2)] / C(m-1, k'-1)   (k' >= 2),
+        E(i)  = r(i)                                                              (k' = 1).
+    Binomials are Python integers (exact, never overflow) and every ratio is one correctly
+    rounded int / int division.  Returns (E in the input order, mu, sigma)."""
+    x = np.asarray(rewards, dtype=np.float64)
+    m = len(x)
+    k = min(k, m)
+    order = np.argsort(x, kind="stable")
+    r = x[order]  # r[j - 1] = r(j)
+    weight = np.array([math.comb(j - 1, k - 1) / math.comb(m, k) for j in range(1, m + 1)])
+    mu = float(np.sum(weight * r))
+    # sigma^2 = nu - mu^2, written as the centred second moment: the same number, without the
+    # cancellation of nu - mu^2 (which gives 6e-8 instead of 0 for [0, 3.5, 3.5], k = 2).
+    sigma = math.sqrt(float(np.sum(weight * (r - mu) ** 2)))
+    expected_sorted = np.empty(m)
+    for i in range(1, m + 1):
+        if k == 1:
+            expected_sorted[i - 1] = r[i - 1]
+            continue
+        total = r[i - 1] * math.comb(i - 1, k - 1)
+        total += sum(r[j - 1] * math.comb(j - 2, k - 2) for j in range(i + 1, m + 1))
+        expected_sorted[i - 1] = total / math.comb(m - 1, k - 1)
+    expected = np.empty(m)
+    expected[order] = expected_sorted
+    return expected, mu, sigma
+
+
 def reference_group_advantages(
     rewards,
     group_size=None,
@@ -51,6 +85,7 @@ def reference_group_advantages(
     unbiased=True,
     eps=1e-6,
     singleton="zero",
+    pass_k=None,
 ):
     r = np.asarray(rewards, dtype=np.float64)
     n = len(r)
@@ -64,6 +99,7 @@ def reference_group_advantages(
     centered = np.zeros(n)
     divisor = np.ones(n)
     reweighted_all = []
+    pass_k_moments = []  # (m, mu, sigma^2) of the pass@k groups, for scale="batch"
     signal = np.zeros(n, dtype=bool)
     for rows in group_rows(n, group_size, group_ids):
         valid = rows[~np.isnan(r[rows])]
@@ -78,6 +114,14 @@ def reference_group_advantages(
                 poisoned = True
             else:
                 x = x * (1 - beta_rank * ranks(lik[valid], ties) / m)
+        if pass_k is not None and m >= 2:
+            # The subset-maximum distribution replaces the rewards: baseline mu, its std.
+            e, mu, sigma = pass_at_k_statistics(x, pass_k)
+            centered[valid] = np.nan if poisoned else e - mu
+            divisor[valid] = sigma + eps
+            if not poisoned:
+                pass_k_moments.append((m, mu, sigma**2))
+            continue
         if not poisoned:
             reweighted_all.append(x)
         if m == 1:
@@ -90,7 +134,15 @@ def reference_group_advantages(
         if poisoned:
             centered[valid] = np.nan
         divisor[valid] = group_std + eps
-    if scale == "batch":
+    if scale == "batch" and pass_k is not None:
+        # Pool the groups' subset-maximum distributions (singletons: one point at their
+        # reward), each weighted by its m: a population std.
+        pass_k_moments += [(1, float(x[0]), 0.0) for x in reweighted_all]
+        count = sum(c for c, _, _ in pass_k_moments)
+        mean = sum(c * mu for c, mu, _ in pass_k_moments) / count if count else 0.0
+        var = sum(c * (v + (mu - mean) ** 2) for c, mu, v in pass_k_moments) / count if count else 0.0
+        divisor[:] = math.sqrt(var) + eps
+    elif scale == "batch":
         allx = np.concatenate(reweighted_all) if reweighted_all else np.zeros(0)
         batch_std = allx.std(ddof=ddof) if len(allx) > ddof else 0.0
         divisor[:] = batch_std + eps

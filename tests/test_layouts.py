@@ -408,6 +408,7 @@ def test_every_array_argument_rejects_non_arrays(value, error, message):
     calls = {
         "rewards": lambda v: fairkernels.group_advantages(v, group_size=2),
         "seq_logp": lambda v: fairkernels.group_advantages(rewards, group_size=2, seq_logp=v, beta_rank=0.1),
+        "reward_weights": lambda v: fairkernels.group_advantages(np.zeros((4, 4)), group_size=2, reward_weights=v),
         "logits": lambda v: fairkernels.propensity_loss(v, rewards, rewards, rewards + 0.5),
         "labels": lambda v: fairkernels.propensity_loss(rewards, v, rewards, rewards + 0.5),
         "observed": lambda v: fairkernels.propensity_loss(rewards, rewards, v, rewards + 0.5),
