@@ -86,6 +86,8 @@ def reference_group_advantages(
     eps=1e-6,
     singleton="zero",
     pass_k=None,
+    signal_tol=0.0,
+    nan_rewards="missing",
 ):
     r = np.asarray(rewards, dtype=np.float64)
     n = len(r)
@@ -104,7 +106,13 @@ def reference_group_advantages(
     for rows in group_rows(n, group_size, group_ids):
         valid = rows[~np.isnan(r[rows])]
         m = len(valid)
-        signal[rows] = m >= 2 and len(np.unique(r[valid])) > 1
+        if nan_rewards == "propagate" and m < len(rows):
+            centered[rows] = np.nan  # verl / OpenRLHF: a NaN reward makes its group's statistics NaN
+            continue
+        if signal_tol == 0:
+            signal[rows] = m >= 2 and len(np.unique(r[valid])) > 1
+        else:
+            signal[rows] = m >= 2 and r[valid].std(ddof=ddof) > signal_tol
         if m == 0:
             continue
         x = r[valid].copy()
@@ -148,7 +156,11 @@ def reference_group_advantages(
         divisor[:] = batch_std + eps
     adv = centered if scale == "none" else centered / divisor
     if mask is not None:
-        adv = adv[:, None] * np.asarray(mask, dtype=np.float64)
+        mask = np.asarray(mask)
+        if mask.dtype == bool:  # a bool mask selects (NaN advantages stay off the padding)
+            adv = np.where(mask, adv[:, None], 0.0)
+        else:  # a float mask multiplies
+            adv = adv[:, None] * mask.astype(np.float64)
     return adv, signal
 
 
@@ -204,3 +216,51 @@ def authors_rank_scores(scores, mean_logp, group_size, beta):
         rank = np.argsort(np.argsort(mean_logp[block]))
         s[block] = s[block] * (1 - rank / group_size * beta)
     return s
+
+
+def trl_multi_reward_advantages(rewards_per_func, reward_weights, num_generations, aggregation, scale_rewards="group"):
+    """TRL 1.16.0, GRPOTrainer._generate_and_score_completions, trl/trainer/grpo_trainer.py
+    lines 2756-2809 (unscorable rows, the two multi_objective_aggregation modes, nan_to_num),
+    with trl.trainer.utils.nanstd (lines 1021-1049), reimplemented in numpy float64."""
+
+    def nanstd(x, axis=None, keepdims=False):
+        mean = np.nanmean(x, axis=axis, keepdims=True)
+        variance = np.nanmean((x - mean) ** 2, axis=axis, keepdims=True)
+        count = np.sum(~np.isnan(x), axis=axis, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # TRL divides two int64 tensors: torch returns the default dtype, so the Bessel
+            # factor count / (count - 1) is rounded to float32 (a relative 3e-8 in the std).
+            bessel = (count / (count - 1)).astype(np.float32).astype(np.float64)
+            variance = variance * np.where(count > 1, bessel, np.nan)
+        std = np.sqrt(variance)
+        return std if keepdims else np.squeeze(std, axis=axis)
+
+    import warnings
+
+    r = np.asarray(rewards_per_func, dtype=np.float64)
+    w = np.asarray(reward_weights, dtype=np.float64)
+    G = num_generations
+    unscorable = np.isnan(r).all(axis=1)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of all-NaN slices
+        if aggregation == "sum_then_normalize":
+            s = np.nansum(r * w[None, :], axis=1)
+            s[unscorable] = np.nan
+            mean = np.repeat(np.nanmean(s.reshape(-1, G), axis=1), G)
+            if scale_rewards in ("group", "none"):
+                std = np.repeat(nanstd(s.reshape(-1, G), axis=1), G) if G > 1 else np.zeros_like(s)
+            else:
+                std = np.full_like(s, nanstd(s)) if s.size > 1 else np.zeros_like(s)
+            advantages = s - mean
+            if scale_rewards != "none":
+                advantages = advantages / (std + 1e-4)
+        else:
+            grouped = r.reshape(-1, G, r.shape[1])
+            mean_k = np.nanmean(grouped, axis=1, keepdims=True)
+            std_k = nanstd(grouped, axis=1, keepdims=True) if G > 1 else np.zeros_like(mean_k)
+            z = ((grouped - mean_k) / (std_k + 1e-4)).reshape(-1, r.shape[1])
+            s = np.nansum(z * w[None, :], axis=1)
+            s[unscorable] = np.nan
+            std = np.full_like(s, nanstd(s)) if s.size > 1 else np.zeros_like(s)
+            advantages = (s - np.nanmean(s)) / (std + 1e-4)
+    return np.nan_to_num(advantages, nan=0.0)

@@ -293,3 +293,32 @@ def test_torch_eager_op_and_compile_agree():
     args = (r, 5, None, torch.tensor(seq_logp), None, m, "mean", 0.25, "average", "mean", "group", True, 1e-6,
             "zero", 3, 0.0, "missing", "sum_then_normalize", None)
     torch.library.opcheck(torch.ops.fairkernels.group_advantages.default, args)
+
+
+# ---- CUDA (skipped without a GPU) ---------------------------------------------------------------
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("k", [1, 3, 100])
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+@pytest.mark.parametrize("grouping", ["fixed", "ragged"])
+def test_cuda_matches_cpu(k, scale, grouping):
+    rewards, seq_logp, token_logp, mask = awkward_batch(seed=23)
+    kwargs = (dict(group_size=5) if grouping == "fixed"
+              else dict(group_ids=torch.tensor(ragged_ids(np.random.default_rng(1), 30))))
+    options = dict(seq_logp=torch.tensor(seq_logp), beta_rank=0.25, pass_k=k, scale=scale, mask=torch.tensor(mask),
+                   return_signal=True, **kwargs)
+    cpu, cpu_signal = fairkernels.group_advantages(torch.tensor(rewards), **options)
+    on_gpu = {k_: (v.cuda() if isinstance(v, torch.Tensor) else v) for k_, v in options.items()}
+    gpu, gpu_signal = fairkernels.group_advantages(torch.tensor(rewards).cuda(), **on_gpu)
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-12, atol=1e-12)
+    assert torch.equal(gpu_signal.cpu(), cpu_signal)
+
+
+@pytest.mark.cuda
+def test_cuda_large_group():
+    rng = np.random.default_rng(0)
+    rewards = torch.tensor(rng.integers(0, 5, 10_000) / 4.0)
+    cpu = fairkernels.group_advantages(rewards, group_size=10_000, pass_k=512)
+    gpu = fairkernels.group_advantages(rewards.cuda(), group_size=10_000, pass_k=512)
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-10, atol=1e-12)
