@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Tuple, Union
+from types import MappingProxyType
+from typing import Any, Literal, Mapping, Optional, Tuple, Union
 
 from . import _arrays, _core
 from ._arrays import ArrayView
@@ -76,6 +77,42 @@ class AdvantageOptions:
                                  f"their weighted sum over the batch (TRL); it takes no {name} (got {value!r})")
 
 
+#: The options a preset sets, at their values without a preset.
+DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    dict(eps=1e-6, unbiased=True, singleton="zero", nan_rewards="missing", signal_tol=0.0))
+
+#: Each framework's conventions, read from its code (tests/test_advantage_presets.py checks them
+#: against the frameworks' own functions or faithful copies of them).
+PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    # verl 0.9.1, verl/trainer/ppo/core_algos.py, compute_grpo_outcome_advantage (and
+    # compute_rloo_outcome_advantage): torch.std, epsilon 1e-6, a group of one gets mean 0 and
+    # std 1 (RLOO: its raw score), NaN scores are not special; zero variance is std == 0.
+    "verl": MappingProxyType(dict(eps=1e-6, unbiased=True, singleton="raw", nan_rewards="propagate",
+                                  signal_tol=0.0)),
+    # TRL 1.16.0, trl/trainer/grpo_trainer.py, _generate_and_score_completions: nanmean and
+    # nanstd (Bessel), (r - mean) / (std + 1e-4), NaN advantages (NaN rewards, groups of one)
+    # become 0; is_std_zero = isclose(std, 0), i.e. std <= 1e-8.
+    "trl": MappingProxyType(dict(eps=1e-4, unbiased=True, singleton="zero", nan_rewards="missing",
+                                 signal_tol=1e-8)),
+    # OpenRLHF, openrlhf/trainer/ppo_utils/experience_maker.py, advantage_estimator "group_norm":
+    # rewards.reshape(-1, n_samples_per_prompt), (r - mean) / (std + 1e-9) with torch.std; NaN
+    # is not special.  (A group of one: OpenRLHF divides 0 by torch.std of one value, NaN; the
+    # preset gives 0 there.)
+    "openrlhf": MappingProxyType(dict(eps=1e-9, unbiased=True, singleton="zero", nan_rewards="propagate",
+                                      signal_tol=0.0)),
+})
+
+
+def preset_options(preset: Optional[str], **given: Any) -> dict:
+    """The preset-controlled options: each given (not None) value, else the preset's, else the
+    default (DEFAULTS)."""
+    if preset is None:
+        base = DEFAULTS
+    else:
+        base = PRESETS[choice(preset, "preset", tuple(PRESETS))]
+    return {name: given[name] if given.get(name) is not None else base[name] for name in DEFAULTS}
+
+
 _MULTI_REWARD = {"sum_then_normalize": _core.MultiReward.sum_then_normalize,
                  "normalize_then_sum": _core.MultiReward.normalize_then_sum}
 
@@ -109,14 +146,15 @@ def group_advantages(
     ties: Literal["average", "first"] = "average",
     baseline: Literal["mean", "loo"] = "mean",
     scale: Literal["group", "batch", "none"] = "group",
-    unbiased: bool = True,
-    eps: float = 1e-6,
-    singleton: Literal["zero", "raw"] = "zero",
+    unbiased: Optional[bool] = None,
+    eps: Optional[float] = None,
+    singleton: Optional[Literal["zero", "raw"]] = None,
     pass_k: Optional[int] = None,
-    signal_tol: float = 0.0,
-    nan_rewards: Literal["missing", "propagate"] = "missing",
+    signal_tol: Optional[float] = None,
+    nan_rewards: Optional[Literal["missing", "propagate"]] = None,
     reward_weights: Optional[Array] = None,
     multi_reward: Literal["sum_then_normalize", "normalize_then_sum"] = "sum_then_normalize",
+    preset: Optional[Literal["verl", "trl", "openrlhf"]] = None,
     out: Optional[Array] = None,
     return_signal: bool = False,
 ) -> Union[Array, Tuple[Array, Array]]:
@@ -143,10 +181,10 @@ def group_advantages(
         ties: "average" (equal likelihoods share the mean rank) or "first" (lower row first).
         baseline: "mean" (GRPO) or "loo" (RLOO: mean of the other rewarded rows).
         scale: divide by the group's std ("group"), the batch's std ("batch") or not ("none").
-        unbiased: std with N-1 (as torch.std) or N.
-        eps: added to the std before dividing.
-        singleton: groups with one rewarded row get 0 ("zero") or, as verl, baseline 0 and a
-            group std of 1 ("raw").
+        unbiased: std with N-1 (as torch.std, default) or N.
+        eps: added to the std before dividing (default 1e-6).
+        singleton: groups with one rewarded row get 0 ("zero", default) or, as verl, baseline
+            0 and a group std of 1 ("raw").
         pass_k: optimise the expected best reward of k samples instead of the mean (Pass@k
             training): each row's advantage is the mean, over the k-subsets of its group that
             hold it, of (subset maximum - mean subset maximum) / (std of the subset maximum +
@@ -175,6 +213,13 @@ def group_advantages(
             0), takes the weighted nansum and normalises it over the whole batch
             ((s - mean) / (std + eps)); it takes no beta_rank, pass_k, baseline or scale.  A
             ``[N]`` rewards array is one reward of weight 1.
+        preset: "verl", "trl" or "openrlhf": that framework's eps, std, singleton, NaN and
+            zero-variance conventions (``fairkernels.advantage.PRESETS``; verl: eps 1e-6,
+            singleton "raw", NaN propagates; TRL: eps 1e-4, NaN missing, signal_tol 1e-8;
+            OpenRLHF: eps 1e-9, NaN propagates), so that its numbers come out (OpenRLHF gives
+            NaN for groups of one, the preset 0).  The estimator itself (``baseline``,
+            ``scale``, ...) is still yours to choose; arguments given explicitly (not None)
+            override the preset.  None: the defaults above.
         out: optional preallocated result (``[N]``, or ``[N, T]`` with a mask) of the rewards'
             dtype, library and device, returned filled.  Lets training loops reuse the
             token-level buffer (written in place when its rows have a contiguous last dimension).
@@ -198,8 +243,11 @@ def group_advantages(
     On the CPU the result is bit-identical for the same input whatever the thread count.
     float16/bfloat16 are accepted on CUDA only (accumulated in float32).
     """
-    raw_options = (likelihood, beta_rank, ties, baseline, scale, unbiased, eps, singleton, pass_k, signal_tol,
-                   nan_rewards, multi_reward)
+    conventions = preset_options(preset, eps=eps, unbiased=unbiased, singleton=singleton, nan_rewards=nan_rewards,
+                                 signal_tol=signal_tol)
+    raw_options = (likelihood, beta_rank, ties, baseline, scale, conventions["unbiased"], conventions["eps"],
+                   conventions["singleton"], pass_k, conventions["signal_tol"], conventions["nan_rewards"],
+                   multi_reward)
     if _arrays.is_torch_tensor(rewards):
         from . import _torch_ops
 
