@@ -169,7 +169,8 @@ inline RankCounts count_ranks_scalar(const double* key, int64_t m, int64_t j) {
 // horizontal sums.  Only used when every key of the group is exactly a float32 (always so for
 // float32 inputs), so the comparisons are exactly those of the doubles.  Branch-free: a
 // sort's comparisons would mispredict on random likelihoods.
-inline void ranks_of_four_sse(const float* key, int64_t m, int64_t j0, bool average, double* rank) {
+template <bool kAverage>
+inline void ranks_of_four_sse(const float* key, int64_t m, int64_t j0, double* rank) {
   const __m128 pivots = _mm_loadu_ps(key + j0);  // the caller pads key to a multiple of four
   const __m128i positions = _mm_add_epi32(_mm_set1_epi32(static_cast<int32_t>(j0)), _mm_set_epi32(3, 2, 1, 0));
   __m128i less = _mm_setzero_si128(), equal = _mm_setzero_si128(), equal_before = _mm_setzero_si128();
@@ -177,11 +178,15 @@ inline void ranks_of_four_sse(const float* key, int64_t m, int64_t j0, bool aver
     const __m128 other = _mm_set1_ps(key[k]);
     const __m128i is_less = _mm_castps_si128(_mm_cmplt_ps(other, pivots));  // -1 where key[k] < pivot
     const __m128i is_equal = _mm_castps_si128(_mm_cmpeq_ps(other, pivots));
-    const __m128i before = _mm_cmpgt_epi32(positions, _mm_set1_epi32(static_cast<int32_t>(k)));
     less = _mm_sub_epi32(less, is_less);
-    equal = _mm_sub_epi32(equal, is_equal);
-    equal_before = _mm_sub_epi32(equal_before, _mm_and_si128(is_equal, before));
+    if constexpr (kAverage) {
+      equal = _mm_sub_epi32(equal, is_equal);
+    } else {  // "first" (also pass@k's stable sorted positions): ties before the pivot only
+      const __m128i before = _mm_cmpgt_epi32(positions, _mm_set1_epi32(static_cast<int32_t>(k)));
+      equal_before = _mm_sub_epi32(equal_before, _mm_and_si128(is_equal, before));
+    }
   }
+  const bool average = kAverage;
   alignas(16) int32_t l[4], e[4], b[4];
   _mm_store_si128(reinterpret_cast<__m128i*>(l), less);
   _mm_store_si128(reinterpret_cast<__m128i*>(e), equal);
@@ -210,7 +215,13 @@ void ranks_in_group(const double* likelihood, int64_t m, bool average, double* r
 #if defined(__SSE2__)
     if (exact_in_float) {
       for (int64_t k = m; k < m + 4; ++k) narrow[k] = 0.0f;  // padding of the last pivot load
-      for (int64_t j0 = 0; j0 < m; j0 += 4) ranks_of_four_sse(narrow, m, j0, average, rank);
+      for (int64_t j0 = 0; j0 < m; j0 += 4) {
+        if (average) {
+          ranks_of_four_sse<true>(narrow, m, j0, rank);
+        } else {
+          ranks_of_four_sse<false>(narrow, m, j0, rank);
+        }
+      }
       return;
     }
 #endif
@@ -319,24 +330,26 @@ struct PassAtKMoments {
 
 PassAtKMoments center_pass_at_k(double* x, int64_t m, const PassAtKCoefficients& c, const double* position,
                                 double* sorted, double* expected) {
-  for (int64_t j = 0; j < m; ++j) sorted[static_cast<int64_t>(position[j])] = x[j];
   // E_i - mu does not change when every reward moves by the same amount (the weights of a
   // row's E, and those of mu, sum to 1).  Measured from the group's best reward, the values
   // that dominate (the top ones, for large k) are 0 and E_i, mu keep their small differences
   // exactly: with 0/1 rewards and mu = 1 - 6e-8, E_i - mu is then accurate to the last bits
   // instead of to 1e-16 / 6e-8.
-  const double best = sorted[m - 1];
-  for (int64_t p = 0; p < m; ++p) sorted[p] -= best;
+  double best = x[0];
+  for (int64_t j = 1; j < m; ++j) best = std::max(best, x[j]);
+  for (int64_t j = 0; j < m; ++j) sorted[static_cast<int64_t>(position[j])] = x[j] - best;
   double tail = 0.0, first = 0.0;
+  double above = std::numeric_limits<double>::quiet_NaN(), e_above = 0.0;  // the previous (higher) slot
   for (int64_t p = m - 1; p >= 0; --p) {
-    expected[p] = c.top[p] * sorted[p] + tail;
-    tail += c.tail[p] * sorted[p];
-    first += c.top[p] * sorted[p];
-  }
-  // Equal rewards have equal E mathematically (Pascal's rule); give them the same double, the
-  // one at the top of their run, so the result does not depend on the order of rows.
-  for (int64_t p = m - 2; p >= 0; --p) {
-    if (sorted[p] == sorted[p + 1]) expected[p] = expected[p + 1];
+    const double v = sorted[p];
+    // Equal rewards have equal E mathematically (Pascal's rule); give them the same double,
+    // the one at the top of their run, so the result does not depend on the order of rows.
+    const double e = v == above ? e_above : c.top[p] * v + tail;
+    expected[p] = e;
+    above = v;
+    e_above = e;
+    tail += c.tail[p] * v;
+    first += c.top[p] * v;
   }
   const double share = static_cast<double>(c.k) / static_cast<double>(m);  // P(row j is the max) = share * a_j
   PassAtKMoments moments;
@@ -370,8 +383,10 @@ class AdvantageKernel {
 
   void run() {
     const int64_t n_groups = grouping_.n_groups;
-    if (opt_.n_rewards > 0) combine_rewards();
-    if (opt_.normalize_then_sum()) return finish_normalize_then_sum();
+    if (opt_.normalize_then_sum()) {
+      combine_rewards();
+      return finish_normalize_then_sum();
+    }
     const bool batch_scale = opt_.scale == Scale::kBatch;
     // Rows are written in a second, sequential pass when the batch std is needed first, or
     // when ragged groups would scatter the [N, T] writes over the batch (2.5x slower).
@@ -427,89 +442,96 @@ class AdvantageKernel {
     }
   };
 
+  // The row's reward: its value, or (sum_then_normalize) the weighted nansum of its R rewards,
+  // computed where it is read (a pre-pass would cost one more parallel region per call).
   double reward_of(int64_t row) const {
-    return combined_.empty() ? static_cast<double>(rewards_[row]) : combined_[row];
+    return opt_.n_rewards == 0 ? static_cast<double>(rewards_[row]) : weighted_sum(row);
   }
 
   // ---- several rewards per row -------------------------------------------------------------
 
-  // s_i of advantage.h into combined_: the weighted nansum per row (sum_then_normalize), or
-  // per group the weighted nansum of per-reward z-scores (normalize_then_sum, TRL's code).
+  // sum_then_normalize: nansum_k w_k r_ik; NaN when every reward of the row is NaN (an
+  // unscorable row, as TRL).  Branch-free: NaN products add 0.
+  double weighted_sum(int64_t row) const {
+    const Real* r = rewards_ + row * opt_.n_rewards;
+    double sum = 0.0;
+    int64_t present = 0;
+    for (int64_t k = 0; k < opt_.n_rewards; ++k) {
+      const double v = static_cast<double>(r[k]);
+      const double term = static_cast<double>(reward_weights_[k]) * v;
+      present += v == v;
+      sum += term == term ? term : 0.0;
+    }
+    return present ? sum : kNaN;
+  }
+
+  // normalize_then_sum: s_i of advantage.h into combined_, per group the weighted nansum of
+  // per-reward z-scores (TRL's code).
   void combine_rewards() {
     combined_.assign(opt_.n_rows, 0.0);
-    if (!opt_.normalize_then_sum()) {
-      parallel_chunks(opt_.n_rows, 16384, [&](int64_t, int64_t begin, int64_t end) {
-        for (int64_t row = begin; row < end; ++row) combined_[row] = weighted_nansum(row, nullptr, nullptr);
-      });
-      return;
-    }
     moments_.assign(grouping_.n_groups, Moments{});
     parallel_chunks(grouping_.n_groups, 64, [&](int64_t, int64_t begin, int64_t end) {
-      std::vector<double> mean, inverse;
-      for (int64_t g = begin; g < end; ++g) normalize_group_rewards(g, mean, inverse);
+      ColumnScratch scratch(opt_.n_rewards);
+      for (int64_t g = begin; g < end; ++g) normalize_group_rewards(g, scratch);
     });
   }
 
-  // nansum_k w_k (r_ik - shift_k) * scale_k (shift/scale: nullptr = 0 / 1; scale 0 = left out);
-  // NaN when every reward of the row is NaN (an unscorable row, as TRL).
-  double weighted_nansum(int64_t row, const double* shift, const double* scale) const {
-    const Real* r = rewards_ + row * opt_.n_rewards;
-    double sum = 0.0;
-    bool scorable = false;
-    for (int64_t k = 0; k < opt_.n_rewards; ++k) {
-      const double v = static_cast<double>(r[k]);
-      scorable |= !std::isnan(v);
-      double term = static_cast<double>(reward_weights_[k]) * (shift ? (v - shift[k]) * scale[k] : v);
-      if (scale != nullptr && scale[k] == 0.0) term = kNaN;  // this reward has no z in the group
-      if (!std::isnan(term)) sum += term;
-    }
-    return scorable ? sum : kNaN;
-  }
+  struct ColumnScratch {
+    explicit ColumnScratch(int64_t n_rewards) : sum(n_rewards), count(n_rewards), m2(n_rewards), inverse(n_rewards) {}
+    std::vector<double> sum, count, m2, inverse;  // per reward: then mean in sum, 1 / (std + eps)
+    std::vector<double> values;                   // the group's scorable s
+  };
 
-  // One group of normalize_then_sum: per reward, mean and std over the group's non-NaN values;
-  // a reward with too few values for a std (unbiased: < 2) adds nothing, as TRL's NaN z.
-  void normalize_group_rewards(int64_t g, std::vector<double>& mean, std::vector<double>& inverse) {
+  // One group of normalize_then_sum: per reward, mean and std over the group's non-NaN values
+  // (row-major passes); a reward with too few values for a std (unbiased: < 2) adds nothing,
+  // as TRL's NaN z.  Then s per row, the group's moments of s and its signal flag.
+  void normalize_group_rewards(int64_t g, ColumnScratch& c) {
     const int64_t size = grouping_.size(g), R = opt_.n_rewards;
-    mean.assign(R, 0.0);
-    inverse.assign(R, 0.0);
-    for (int64_t k = 0; k < R; ++k) {
-      int64_t count = 0;
-      double sum = 0.0;
-      for (int64_t j = 0; j < size; ++j) {
-        const double v = static_cast<double>(rewards_[grouping_.row(g, j) * R + k]);
-        if (!std::isnan(v)) sum += v, ++count;
+    std::fill(c.sum.begin(), c.sum.end(), 0.0);
+    std::fill(c.count.begin(), c.count.end(), 0.0);
+    std::fill(c.m2.begin(), c.m2.end(), 0.0);
+    for (int64_t j = 0; j < size; ++j) {
+      const Real* r = rewards_ + grouping_.row(g, j) * R;
+      for (int64_t k = 0; k < R; ++k) {
+        const double v = static_cast<double>(r[k]);
+        c.count[k] += v == v;
+        c.sum[k] += v == v ? v : 0.0;
       }
-      if (count == 0) continue;
-      mean[k] = sum / static_cast<double>(count);
-      double m2 = 0.0;
-      for (int64_t j = 0; j < size; ++j) {
-        const double d = static_cast<double>(rewards_[grouping_.row(g, j) * R + k]) - mean[k];
-        if (!std::isnan(d)) m2 += d * d;
-      }
-      const int64_t dof = opt_.unbiased ? count - 1 : count;
-      if (dof > 0) inverse[k] = 1.0 / (std_from(m2, count, opt_.unbiased) + opt_.eps);
     }
-    int64_t m = 0;
-    double sum = 0.0;
+    for (int64_t k = 0; k < R; ++k) c.sum[k] = c.count[k] > 0 ? c.sum[k] / c.count[k] : 0.0;  // mean
+    for (int64_t j = 0; j < size; ++j) {
+      const Real* r = rewards_ + grouping_.row(g, j) * R;
+      for (int64_t k = 0; k < R; ++k) {
+        const double d = static_cast<double>(r[k]) - c.sum[k];
+        c.m2[k] += d == d ? d * d : 0.0;
+      }
+    }
+    for (int64_t k = 0; k < R; ++k) {
+      const int64_t count = static_cast<int64_t>(c.count[k]);
+      const int64_t dof = opt_.unbiased ? count - 1 : count;
+      c.inverse[k] = dof > 0 ? 1.0 / (std_from(c.m2[k], count, opt_.unbiased) + opt_.eps) : 0.0;
+    }
+    c.values.clear();
     for (int64_t j = 0; j < size; ++j) {
       const int64_t row = grouping_.row(g, j);
-      const double s = weighted_nansum(row, mean.data(), inverse.data());
-      combined_[row] = s;
-      if (!std::isnan(s)) sum += s, ++m;
+      const Real* r = rewards_ + row * R;
+      double sum = 0.0;
+      int64_t present = 0;
+      for (int64_t k = 0; k < R; ++k) {
+        const double v = static_cast<double>(r[k]);
+        present += v == v;
+        const double term = static_cast<double>(reward_weights_[k]) * ((v - c.sum[k]) * c.inverse[k]);
+        sum += term == term && c.inverse[k] != 0.0 ? term : 0.0;
+      }
+      const double value = present ? sum : kNaN;
+      combined_[row] = value;
+      if (present) c.values.push_back(value);
     }
-    // Moments of the group's s for the batch statistics, and its signal flag.
-    Moments moments{m, m ? sum / static_cast<double>(m) : 0.0, 0.0};
-    std::vector<double> values;
-    values.reserve(m);
-    for (int64_t j = 0; j < size; ++j) {
-      const double s = combined_[grouping_.row(g, j)];
-      if (std::isnan(s)) continue;
-      values.push_back(s);
-      moments.m2 += (s - moments.mean) * (s - moments.mean);
-    }
-    moments_[g] = moments;
+    const int64_t m = static_cast<int64_t>(c.values.size());
+    const double mean = m ? lane_sum(c.values.data(), m, 0.0) / static_cast<double>(m) : 0.0;
+    moments_[g] = Moments{m, mean, m ? lane_sum(c.values.data(), m, mean, /*squared=*/true) : 0.0};
     if (row_has_signal_ != nullptr) {
-      const bool signal = group_signal(values.data(), m);
+      const bool signal = group_signal(c.values.data(), m);
       for (int64_t j = 0; j < size; ++j) row_has_signal_[grouping_.row(g, j)] = signal;
     }
   }
@@ -689,7 +711,7 @@ class AdvantageKernel {
   std::vector<double> row_value_;  // deferred rows: advantage, or numerator awaiting the batch std
   std::vector<double> row_likelihood_;  // ragged groups with token log-probs: computed up front
   std::vector<Moments> moments_;
-  std::vector<double> combined_;        // several rewards per row: s_i (advantage.h)
+  std::vector<double> combined_;        // normalize_then_sum: s_i (advantage.h)
 };
 
 template <typename Real, typename LogpT, typename MaskT>
