@@ -293,3 +293,16 @@ def test_cuda_signal_tol_and_nan_rewards_match_cpu(scale, nan_rewards):
     gpu, gpu_signal = fairkernels.group_advantages(torch.tensor(rewards).cuda(), **options)
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-12, atol=1e-12, equal_nan=True)
     assert torch.equal(gpu_signal.cpu(), cpu_signal)
+
+
+def test_empty_and_all_nan_batches():
+    for mode in MODES:
+        assert fairkernels.group_advantages(np.zeros((0, 3)), group_size=4, multi_reward=mode).shape == (0,)
+        got = fairkernels.group_advantages(np.zeros((0, 3)), group_ids=np.zeros(0, np.int64), multi_reward=mode,
+                                           mask=np.zeros((0, 5), bool))
+        assert got.shape == (0, 5)
+        all_nan, signal = fairkernels.group_advantages(np.full((4, 2), np.nan), group_size=2, multi_reward=mode,
+                                                       return_signal=True)
+        np.testing.assert_array_equal(all_nan, np.zeros(4))
+        assert not signal.any()
+    assert fairkernels.group_advantages(np.zeros(0), group_size=4, pass_k=3).shape == (0,)
