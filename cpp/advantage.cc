@@ -26,6 +26,17 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+// t, or 0 for NaN, without a branch: NaN rewards are scattered at random, and a branch on
+// them mispredicts (3x slower multi-reward loops at 5 % NaN).
+inline double zero_if_nan(double t) {
+#if defined(__SSE2__)
+  const __m128d v = _mm_set_sd(t);
+  return _mm_cvtsd_f64(_mm_and_pd(v, _mm_cmpord_sd(v, v)));
+#else
+  return t == t ? t : 0.0;
+#endif
+}
+
 // ----------------------------------------------------------------------------------------
 // Token-level pieces: a masked row reduction and the masked broadcast.
 
@@ -497,7 +508,7 @@ class AdvantageKernel {
       const double v = static_cast<double>(r[k]);
       const double term = static_cast<double>(reward_weights_[k]) * v;
       present += v == v;
-      sum += term == term ? term : 0.0;
+      sum += zero_if_nan(term);
     }
     return present ? sum : kNaN;
   }
@@ -532,7 +543,7 @@ class AdvantageKernel {
       for (int64_t k = 0; k < R; ++k) {
         const double v = static_cast<double>(r[k]);
         c.count[k] += v == v;
-        c.sum[k] += v == v ? v : 0.0;
+        c.sum[k] += zero_if_nan(v);
       }
     }
     for (int64_t k = 0; k < R; ++k) c.sum[k] = c.count[k] > 0 ? c.sum[k] / c.count[k] : 0.0;  // mean
@@ -540,7 +551,7 @@ class AdvantageKernel {
       const Real* r = rewards_ + grouping_.row(g, j) * R;
       for (int64_t k = 0; k < R; ++k) {
         const double d = static_cast<double>(r[k]) - c.sum[k];
-        c.m2[k] += d == d ? d * d : 0.0;
+        c.m2[k] += zero_if_nan(d * d);
       }
     }
     for (int64_t k = 0; k < R; ++k) {
@@ -558,7 +569,7 @@ class AdvantageKernel {
         const double v = static_cast<double>(r[k]);
         present += v == v;
         const double term = static_cast<double>(reward_weights_[k]) * ((v - c.sum[k]) * c.inverse[k]);
-        sum += term == term && c.inverse[k] != 0.0 ? term : 0.0;
+        sum += zero_if_nan(term);  // a reward without a std (inverse 0) adds 0 (or NaN for inf: 0)
       }
       const double value = present ? sum : kNaN;
       combined_[row] = value;
