@@ -6,6 +6,9 @@ shuffled integer ids):
   b  sequence-level with rank reweighting from per-sequence log-probs
   c  token-level: ranks from token log-probs [N, T] reduced under the mask, broadcast to [N, T]
   d  token-level broadcast alone (per-sequence rewards in, [N, T] advantages out)
+  e  pass@k advantages (k = 4) of the [N] rewards
+  f  several rewards per sample: [N, R = 4] rewards with weights, both of TRL 1.16.0's
+     multi_objective_aggregation modes (variant = the mode), fixed groups
 with T = 1,024.  Baselines in the same run: a per-group Python loop (verl's
 compute_grpo_outcome_advantage and the authors' argsort ranks), vectorised torch (TRL's
 view(-1, G); segment sums with index_add_ as verl's vectorised estimator), and for c and d the
@@ -15,7 +18,11 @@ memory floor: a copy producing a result of the same size under the same allocati
 
 from __future__ import annotations
 
+import inspect
+import math
+import textwrap
 from collections import defaultdict
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -267,3 +274,132 @@ def test_cuda_token_torch(benchmark, cuda_data, case, variant):
     tag(benchmark, case, variant, "torch_bool_mask", "fresh")
     benchmark.extra_info["family"] = "advantage-cuda"
     benchmark(synchronized(torch_token, cuda_data, case, variant))
+
+
+# ---- e: pass@k advantages ------------------------------------------------------------------------
+
+PASS_K = 4
+
+
+def torch_pass_at_k_fixed(rewards, top, tail, share):
+    """Fixed groups of G: sort each row of view(-1, G), reverse cumulative sum for the tail of
+    every E_i, scatter back.  top, tail: the [G] coefficient tables, computed once per (G, k)
+    outside the timed call (a training loop keeps them)."""
+    v, order = rewards.view(-1, G).sort(dim=1)
+    v = v - v[:, -1:]  # from the best reward (as the kernel: no cancellation near the top)
+    cumulative = (v * tail).cumsum(1)
+    suffix = cumulative[:, -1:] - cumulative  # sum over j > i
+    expected = v * top + suffix
+    mu = (v * top).sum(1, keepdim=True) * share
+    sigma = (((v - mu) ** 2) * top).sum(1, keepdim=True).mul_(share).sqrt_()
+    advantage = (expected - mu) / (sigma + EPS)
+    return torch.empty_like(advantage).scatter_(1, order, advantage).view(-1)
+
+
+def fixed_coefficients(m, k):
+    k = min(k, m)
+    top = torch.tensor([math.comb(j - 1, k - 1) / math.comb(m - 1, k - 1) for j in range(1, m + 1)])
+    tail = torch.tensor([0.0] + [top[j - 1].item() * (k - 1) / (j - 1) for j in range(2, m + 1)])
+    return top, tail, k / m
+
+
+def torch_pass_at_k_ragged(rewards, ids, k):
+    """Ragged ids: stable sort by reward then by id (rows of a group contiguous and ascending),
+    positions within the group, log-gamma coefficients per row (group sizes vary), segment
+    sums by cumulative sums and gathers at the group ends, scatter back."""
+    by_reward = torch.sort(rewards, stable=True).indices
+    order = by_reward[torch.sort(ids[by_reward], stable=True).indices]
+    sorted_ids = ids[order]
+    _, inverse, count = torch.unique_consecutive(sorted_ids, return_inverse=True, return_counts=True)
+    end = torch.cumsum(count, 0) - 1  # last sorted slot of each group
+    start = end - count + 1
+    j = torch.arange(len(rewards), device=rewards.device) - start[inverse] + 1  # 1-based position
+    m = count[inverse].to(torch.float64)
+    kk = torch.clamp(torch.full_like(m, k), max=m)
+    jf = j.to(torch.float64)
+    log_top = (torch.lgamma(jf) - torch.lgamma(jf - kk + 1)) - (torch.lgamma(m) - torch.lgamma(m - kk + 1))
+    top = torch.where(jf >= kk, torch.exp(log_top), 0.0).to(rewards.dtype)
+    tail = torch.where(jf >= 2, top * ((kk - 1) / (jf - 1).clamp_min(1)).to(rewards.dtype), 0.0)
+    share = (kk / m).to(rewards.dtype)
+    v = rewards[order]
+    v = v - v[end][inverse]
+    weighted_tail = v * tail
+    csum = torch.cumsum(weighted_tail, 0, dtype=torch.float64)  # float32 cancels over the batch
+    suffix = (csum[end][inverse] - csum).to(v.dtype)  # sum over later slots of the same group
+    expected = v * top + suffix
+    weighted = v * top
+    group_sum = torch.zeros(len(count), dtype=v.dtype, device=v.device).index_add_(0, inverse, weighted)
+    mu = (group_sum[inverse] * share)
+    spread = torch.zeros_like(group_sum).index_add_(0, inverse, (v - mu) ** 2 * top)
+    sigma = (spread[inverse] * share).sqrt()
+    advantage = (expected - mu) / (sigma + EPS)
+    return torch.empty_like(advantage).scatter_(0, order, advantage)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pass_at_k_fairkernels(benchmark, data, variant):
+    tag(benchmark, "e", variant, "fairkernels")
+    benchmark(fairkernels.group_advantages, data["rewards"], **grouping(data, variant), pass_k=PASS_K)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_pass_at_k_torch(benchmark, data, variant):
+    tag(benchmark, "e", variant, "torch")
+    expected = fairkernels.group_advantages(data["rewards"], **grouping(data, variant), pass_k=PASS_K)
+    if variant == "fixed":
+        top, tail, share = fixed_coefficients(G, PASS_K)
+        got = benchmark(torch_pass_at_k_fixed, data["rewards"], top, tail, share)
+    else:
+        got = benchmark(torch_pass_at_k_ragged, data["rewards"], data["ids"], PASS_K)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)  # the baseline is a fair one
+
+
+# ---- f: several rewards per sample against TRL's own code -----------------------------------------
+
+R = 4
+MODES = ["sum_then_normalize", "normalize_then_sum"]
+
+
+@pytest.fixture(scope="module")
+def multi_data():
+    g = torch.Generator().manual_seed(1)
+    rewards = (torch.rand(N, R, generator=g) < 0.5).float() + 0.1 * torch.rand(N, R, generator=g)
+    rewards[torch.rand(N, R, generator=g) < 0.05] = float("nan")
+    return dict(rewards=rewards, weights=torch.tensor([1.0, 0.5, 2.0, 0.25]))
+
+
+@pytest.fixture(scope="module")
+def trl_advantages():
+    """TRL 1.16.0's statements from rewards_per_func to advantages, read from the installed
+    GRPOTrainer._generate_and_score_completions and run as they are (no model needed)."""
+    grpo = pytest.importorskip("trl.trainer.grpo_trainer")
+    source = inspect.getsource(grpo.GRPOTrainer._generate_and_score_completions)
+    first = source.rindex("\n", 0, source.index("unscorable_mask = torch.isnan(rewards_per_func)")) + 1
+    last = source.index("\n", source.index("advantages = torch.nan_to_num(advantages, nan=0.0)"))
+    code = compile(textwrap.dedent(source[first:last]), grpo.__file__, "exec")
+
+    def run(rewards_per_func, weights, mode):
+        trainer = SimpleNamespace(multi_objective_aggregation=mode, scale_rewards="group", reward_weights=weights,
+                                  reward_funcs=[None] * rewards_per_func.shape[1])
+        namespace = dict(torch=torch, nanstd=grpo.nanstd, self=trainer, rewards_per_func=rewards_per_func,
+                         num_generations=G, device=rewards_per_func.device)
+        exec(code, namespace)
+        return namespace["advantages"]
+
+    return run
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_multi_reward_fairkernels(benchmark, multi_data, mode):
+    tag(benchmark, "f", mode, "fairkernels")
+    benchmark(fairkernels.group_advantages, multi_data["rewards"], group_size=G, reward_weights=multi_data["weights"],
+              multi_reward=mode, preset="trl")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_multi_reward_trl(benchmark, multi_data, trl_advantages, mode):
+    tag(benchmark, "f", mode, "trl")
+    expected = fairkernels.group_advantages(multi_data["rewards"], group_size=G, reward_weights=multi_data["weights"],
+                                            multi_reward=mode, preset="trl")
+    got = benchmark(trl_advantages, multi_data["rewards"], multi_data["weights"], mode)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -26,6 +26,17 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+// t, or 0 for NaN, without a branch: NaN rewards are scattered at random, and a branch on
+// them mispredicts (3x slower multi-reward loops at 5 % NaN).
+inline double zero_if_nan(double t) {
+#if defined(__SSE2__)
+  const __m128d v = _mm_set_sd(t);
+  return _mm_cvtsd_f64(_mm_and_pd(v, _mm_cmpord_sd(v, v)));
+#else
+  return t == t ? t : 0.0;
+#endif
+}
+
 // ----------------------------------------------------------------------------------------
 // Token-level pieces: a masked row reduction and the masked broadcast.
 
@@ -169,7 +180,8 @@ inline RankCounts count_ranks_scalar(const double* key, int64_t m, int64_t j) {
 // horizontal sums.  Only used when every key of the group is exactly a float32 (always so for
 // float32 inputs), so the comparisons are exactly those of the doubles.  Branch-free: a
 // sort's comparisons would mispredict on random likelihoods.
-inline void ranks_of_four_sse(const float* key, int64_t m, int64_t j0, bool average, double* rank) {
+template <bool kAverage>
+inline void ranks_of_four_sse(const float* key, int64_t m, int64_t j0, double* rank) {
   const __m128 pivots = _mm_loadu_ps(key + j0);  // the caller pads key to a multiple of four
   const __m128i positions = _mm_add_epi32(_mm_set1_epi32(static_cast<int32_t>(j0)), _mm_set_epi32(3, 2, 1, 0));
   __m128i less = _mm_setzero_si128(), equal = _mm_setzero_si128(), equal_before = _mm_setzero_si128();
@@ -177,11 +189,15 @@ inline void ranks_of_four_sse(const float* key, int64_t m, int64_t j0, bool aver
     const __m128 other = _mm_set1_ps(key[k]);
     const __m128i is_less = _mm_castps_si128(_mm_cmplt_ps(other, pivots));  // -1 where key[k] < pivot
     const __m128i is_equal = _mm_castps_si128(_mm_cmpeq_ps(other, pivots));
-    const __m128i before = _mm_cmpgt_epi32(positions, _mm_set1_epi32(static_cast<int32_t>(k)));
     less = _mm_sub_epi32(less, is_less);
-    equal = _mm_sub_epi32(equal, is_equal);
-    equal_before = _mm_sub_epi32(equal_before, _mm_and_si128(is_equal, before));
+    if constexpr (kAverage) {
+      equal = _mm_sub_epi32(equal, is_equal);
+    } else {  // "first" (also pass@k's stable sorted positions): ties before the pivot only
+      const __m128i before = _mm_cmpgt_epi32(positions, _mm_set1_epi32(static_cast<int32_t>(k)));
+      equal_before = _mm_sub_epi32(equal_before, _mm_and_si128(is_equal, before));
+    }
   }
+  const bool average = kAverage;
   alignas(16) int32_t l[4], e[4], b[4];
   _mm_store_si128(reinterpret_cast<__m128i*>(l), less);
   _mm_store_si128(reinterpret_cast<__m128i*>(e), equal);
@@ -210,7 +226,13 @@ void ranks_in_group(const double* likelihood, int64_t m, bool average, double* r
 #if defined(__SSE2__)
     if (exact_in_float) {
       for (int64_t k = m; k < m + 4; ++k) narrow[k] = 0.0f;  // padding of the last pivot load
-      for (int64_t j0 = 0; j0 < m; j0 += 4) ranks_of_four_sse(narrow, m, j0, average, rank);
+      for (int64_t j0 = 0; j0 < m; j0 += 4) {
+        if (average) {
+          ranks_of_four_sse<true>(narrow, m, j0, rank);
+        } else {
+          ranks_of_four_sse<false>(narrow, m, j0, rank);
+        }
+      }
       return;
     }
 #endif
@@ -285,6 +307,119 @@ double std_from(double m2, int64_t count, bool unbiased) {
 }
 
 // ----------------------------------------------------------------------------------------
+// Pass@k (advantage.h).  Coefficients of a group of m rows for k' = min(k, m), by 0-based
+// sorted position p = j - 1:  top[p] = a_j = C(j-1, k'-1) / C(m-1, k'-1) and
+// tail[p] = a_j (k'-1) / (j-1) (the weight of r(j) in E(i) for every i < j).  Products of
+// ratios from a_m = 1 downward, a_{j-1} = a_j (j-k') / (j-1): no binomial is ever formed, so
+// nothing overflows (m = 10,000 and k = 5,000 have C ~ 1e3008), and the relative error grows
+// by one rounding per step (<= ~1e-12 at m = 10,000).  The a_j of low positions underflow to 0
+// long before they could matter next to a_m = 1.
+struct PassAtKCoefficients {
+  int64_t m = -1;
+  int64_t k = 0;  // k' = min(k, m)
+  std::vector<double> top, tail;
+
+  void fit(int64_t rows, int64_t pass_k) {
+    const int64_t k_eff = std::min(pass_k, rows);
+    if (rows == m && k_eff == k) return;  // groups of one size reuse them (fixed groups: always)
+    m = rows;
+    k = k_eff;
+    top.assign(m, 0.0);
+    tail.assign(m, 0.0);
+    double a = 1.0;
+    for (int64_t j = m; j >= 1 && a != 0.0; --j) {
+      top[j - 1] = a;
+      if (j >= 2) {
+        tail[j - 1] = a * (static_cast<double>(k - 1) / static_cast<double>(j - 1));
+        a *= static_cast<double>(std::max<int64_t>(j - k, 0)) / static_cast<double>(j - 1);
+      }
+    }
+  }
+};
+
+// The pass@k statistics of one group, in place: x[0..m) (the group's rewards, any order) becomes
+// E_i - mu; returns mu and sigma.  `position` holds the stable sorted position of each x
+// (ranks "first"); `sorted` and `expected` are scratch of m.
+struct PassAtKMoments {
+  double mu = 0.0;
+  double variance = 0.0;
+};
+
+// Stable sorted positions (ties in row order: ranks "first") of a group that holds at most
+// kFewValues distinct values, as 0/1 or graded rewards do: rows below each value, then row order
+// within it.  O(m * D) instead of the O(m^2) counting of ranks_in_group, same positions.
+// Returns false (nothing written) when the group holds more distinct values.
+constexpr int kFewValues = 8;
+
+bool positions_by_value(const double* x, int64_t m, double* position) {
+  double value[kFewValues];
+  int64_t next[kFewValues];
+  int distinct = 0;
+  // Which value each row holds, without data-dependent branches (rows come in random order):
+  // the index of the one value it equals.
+  auto value_index = [&](double v) {
+    int index = 0;
+    for (int u = 0; u < distinct; ++u) index += u * (value[u] == v);
+    return index;
+  };
+  for (int64_t j = 0; j < m; ++j) {
+    bool known = false;
+    for (int u = 0; u < distinct; ++u) known |= value[u] == x[j];
+    if (!known) {  // rare: at most kFewValues times per group
+      if (distinct == kFewValues) return false;
+      value[distinct] = x[j];
+      next[distinct++] = 0;
+    }
+    ++next[value_index(x[j])];  // count of the value, for now
+  }
+  int64_t first[kFewValues];
+  for (int v = 0; v < distinct; ++v) {  // first slot of each value: the count of smaller values
+    first[v] = 0;
+    for (int u = 0; u < distinct; ++u) first[v] += value[u] < value[v] ? next[u] : 0;
+  }
+  for (int v = 0; v < distinct; ++v) next[v] = first[v];
+  for (int64_t j = 0; j < m; ++j) position[j] = static_cast<double>(next[value_index(x[j])]++);
+  return true;
+}
+
+PassAtKMoments center_pass_at_k(double* x, int64_t m, const PassAtKCoefficients& c, const double* position,
+                                double* sorted, double* expected) {
+  // E_i - mu does not change when every reward moves by the same amount (the weights of a
+  // row's E, and those of mu, sum to 1).  Measured from the group's best reward, the values
+  // that dominate (the top ones, for large k) are 0 and E_i, mu keep their small differences
+  // exactly: with 0/1 rewards and mu = 1 - 6e-8, E_i - mu is then accurate to the last bits
+  // instead of to 1e-16 / 6e-8.
+  double best = x[0];
+  for (int64_t j = 1; j < m; ++j) best = std::max(best, x[j]);
+  for (int64_t j = 0; j < m; ++j) sorted[static_cast<int64_t>(position[j])] = x[j] - best;
+  double tail = 0.0, first = 0.0;
+  double above = std::numeric_limits<double>::quiet_NaN(), e_above = 0.0;  // the previous (higher) slot
+  for (int64_t p = m - 1; p >= 0; --p) {
+    const double v = sorted[p];
+    // Equal rewards have equal E mathematically (Pascal's rule); give them the same double,
+    // the one at the top of their run, so the result does not depend on the order of rows.
+    const double e = v == above ? e_above : c.top[p] * v + tail;
+    expected[p] = e;
+    above = v;
+    e_above = e;
+    tail += c.tail[p] * v;
+    first += c.top[p] * v;
+  }
+  const double share = static_cast<double>(c.k) / static_cast<double>(m);  // P(row j is the max) = share * a_j
+  PassAtKMoments moments;
+  moments.mu = first * share;  // measured from `best`
+  double spread = 0.0;  // centred second moment: no cancellation for rewards far from 0
+  for (int64_t p = m - 1; p >= 0; --p) {
+    const double d = sorted[p] - moments.mu;
+    spread += c.top[p] * (d * d);
+  }
+  moments.variance = spread * share;
+  for (int64_t j = 0; j < m; ++j) x[j] = expected[static_cast<int64_t>(position[j])] - moments.mu;
+  moments.mu += best;
+  return moments;
+}
+
+// ----------------------------------------------------------------------------------------
 
 template <typename Real, typename LogpT, typename MaskT>
 class AdvantageKernel {
@@ -293,6 +428,7 @@ class AdvantageKernel {
       : opt_(opt),
         grouping_(grouping),
         rewards_(static_cast<const Real*>(a.rewards)),
+        reward_weights_(static_cast<const Real*>(a.reward_weights)),
         seq_logp_(static_cast<const Real*>(a.seq_logp)),
         token_logp_(static_cast<const LogpT*>(a.token_logp)),
         mask_(static_cast<const MaskT*>(a.mask)),
@@ -301,6 +437,10 @@ class AdvantageKernel {
 
   void run() {
     const int64_t n_groups = grouping_.n_groups;
+    if (opt_.normalize_then_sum()) {
+      combine_rewards();
+      return finish_normalize_then_sum();
+    }
     const bool batch_scale = opt_.scale == Scale::kBatch;
     // Rows are written in a second, sequential pass when the batch std is needed first, or
     // when ragged groups would scatter the [N, T] writes over the batch (2.5x slower).
@@ -327,7 +467,8 @@ class AdvantageKernel {
     double divisor = 1.0;
     if (batch_scale) {
       const Moments batch = combine(moments_);
-      divisor = std_from(batch.m2, batch.count, opt_.unbiased) + opt_.eps;
+      // Pass@k pools the groups' subset-maximum distributions: a population std, as in a group.
+      divisor = std_from(batch.m2, batch.count, opt_.unbiased && opt_.pass_k == 0) + opt_.eps;
     }
     parallel_chunks(opt_.n_rows, std::max<int64_t>(1, 65536 / cost_per_row), [&](int64_t, int64_t begin, int64_t end) {
       for (int64_t row = begin; row < end; ++row) write_row(row, batch_scaled(row_value_[row], divisor, row));
@@ -344,10 +485,12 @@ class AdvantageKernel {
     std::vector<double> rank;
     std::vector<double> sorted_key;
     std::vector<int64_t> order;
+    std::vector<double> position, sorted, expected;  // pass@k
+    PassAtKCoefficients pass_at_k;                     // of the last group size seen
 
     void fit(int64_t size) {
       if (static_cast<int64_t>(rows.size()) >= size) return;
-      for (auto* v : {&reward, &likelihood, &rank, &sorted_key}) v->resize(size);
+      for (auto* v : {&reward, &likelihood, &rank, &sorted_key, &position, &sorted, &expected}) v->resize(size);
       rows.resize(size);
       order.resize(size);
     }
@@ -359,6 +502,115 @@ class AdvantageKernel {
   double batch_scaled(double value, double divisor, int64_t row) const {
     if (!std::isfinite(divisor)) return std::isnan(static_cast<double>(rewards_[row])) ? 0.0 : kNaN;
     return divisor > 0.0 ? value / divisor : value * 0.0;
+  }
+
+  // The row's reward: its value, or (sum_then_normalize) the weighted nansum of its R rewards,
+  // computed where it is read (a pre-pass would cost one more parallel region per call).
+  double reward_of(int64_t row) const {
+    return opt_.n_rewards == 0 ? static_cast<double>(rewards_[row]) : weighted_sum(row);
+  }
+
+  // ---- several rewards per row -------------------------------------------------------------
+
+  // sum_then_normalize: nansum_k w_k r_ik; NaN when every reward of the row is NaN (an
+  // unscorable row, as TRL).  Branch-free: NaN products add 0.
+  double weighted_sum(int64_t row) const {
+    const Real* r = rewards_ + row * opt_.n_rewards;
+    double sum = 0.0;
+    int64_t present = 0;
+    for (int64_t k = 0; k < opt_.n_rewards; ++k) {
+      const double v = static_cast<double>(r[k]);
+      const double term = static_cast<double>(reward_weights_[k]) * v;
+      present += v == v;
+      sum += zero_if_nan(term);
+    }
+    return present ? sum : kNaN;
+  }
+
+  // normalize_then_sum: s_i of advantage.h into combined_, per group the weighted nansum of
+  // per-reward z-scores (TRL's code).
+  void combine_rewards() {
+    combined_.assign(opt_.n_rows, 0.0);
+    moments_.assign(grouping_.n_groups, Moments{});
+    parallel_chunks(grouping_.n_groups, 64, [&](int64_t, int64_t begin, int64_t end) {
+      ColumnScratch scratch(opt_.n_rewards);
+      for (int64_t g = begin; g < end; ++g) normalize_group_rewards(g, scratch);
+    });
+  }
+
+  struct ColumnScratch {
+    explicit ColumnScratch(int64_t n_rewards) : sum(n_rewards), count(n_rewards), m2(n_rewards), inverse(n_rewards) {}
+    std::vector<double> sum, count, m2, inverse;  // per reward: then mean in sum, 1 / (std + eps)
+    std::vector<double> values;                   // the group's scorable s
+  };
+
+  // One group of normalize_then_sum: per reward, mean and std over the group's non-NaN values
+  // (row-major passes); a reward with too few values for a std (unbiased: < 2) adds nothing,
+  // as TRL's NaN z.  Then s per row, the group's moments of s and its signal flag.
+  void normalize_group_rewards(int64_t g, ColumnScratch& c) {
+    const int64_t size = grouping_.size(g), R = opt_.n_rewards;
+    std::fill(c.sum.begin(), c.sum.end(), 0.0);
+    std::fill(c.count.begin(), c.count.end(), 0.0);
+    std::fill(c.m2.begin(), c.m2.end(), 0.0);
+    for (int64_t j = 0; j < size; ++j) {
+      const Real* r = rewards_ + grouping_.row(g, j) * R;
+      for (int64_t k = 0; k < R; ++k) {
+        const double v = static_cast<double>(r[k]);
+        c.count[k] += v == v;
+        c.sum[k] += zero_if_nan(v);
+      }
+    }
+    for (int64_t k = 0; k < R; ++k) c.sum[k] = c.count[k] > 0 ? c.sum[k] / c.count[k] : 0.0;  // mean
+    for (int64_t j = 0; j < size; ++j) {
+      const Real* r = rewards_ + grouping_.row(g, j) * R;
+      for (int64_t k = 0; k < R; ++k) {
+        const double d = static_cast<double>(r[k]) - c.sum[k];
+        c.m2[k] += zero_if_nan(d * d);
+      }
+    }
+    for (int64_t k = 0; k < R; ++k) {
+      const int64_t count = static_cast<int64_t>(c.count[k]);
+      const int64_t dof = opt_.unbiased ? count - 1 : count;
+      c.inverse[k] = dof > 0 ? 1.0 / (std_from(c.m2[k], count, opt_.unbiased) + opt_.eps) : 0.0;
+    }
+    c.values.clear();
+    for (int64_t j = 0; j < size; ++j) {
+      const int64_t row = grouping_.row(g, j);
+      const Real* r = rewards_ + row * R;
+      double sum = 0.0;
+      int64_t present = 0;
+      for (int64_t k = 0; k < R; ++k) {
+        const double v = static_cast<double>(r[k]);
+        present += v == v;
+        const double term = static_cast<double>(reward_weights_[k]) * ((v - c.sum[k]) * c.inverse[k]);
+        sum += zero_if_nan(term);  // a reward without a std (inverse 0) adds 0 (or NaN for inf: 0)
+      }
+      const double value = present ? sum : kNaN;
+      combined_[row] = value;
+      if (present) c.values.push_back(value);
+    }
+    const int64_t m = static_cast<int64_t>(c.values.size());
+    const double mean = m ? lane_sum(c.values.data(), m, 0.0) / static_cast<double>(m) : 0.0;
+    moments_[g] = Moments{m, mean, m ? lane_sum(c.values.data(), m, mean, /*squared=*/true) : 0.0};
+    if (row_has_signal_ != nullptr) {
+      const bool signal = group_signal(c.values.data(), m);
+      for (int64_t j = 0; j < size; ++j) row_has_signal_[grouping_.row(g, j)] = signal;
+    }
+  }
+
+  // A_i = (s_i - mean(s)) / (std(s) + eps) over the batch; unscorable rows get 0.
+  void finish_normalize_then_sum() {
+    const Moments batch = combine(moments_);
+    const double mean = batch.mean;
+    const double inverse = 1.0 / (std_from(batch.m2, batch.count, opt_.unbiased) + opt_.eps);
+    const int64_t cost_per_row = 1 + opt_.n_tokens / 64;
+    parallel_chunks(opt_.n_rows, std::max<int64_t>(1, 65536 / cost_per_row), [&](int64_t, int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        const double s = combined_[row];
+        write_row(row, std::isnan(s) ? 0.0 : (s - mean) * inverse);
+      }
+      end_streaming_stores();
+    });
   }
 
   double token_likelihood(int64_t row) const {
@@ -381,7 +633,7 @@ class AdvantageKernel {
     }
   }
 
-  // Gathers the group's rewarded rows (branch-free append) and writes 0 for the others.
+  // Gathers the group's rewarded rows (branch-free append).
   int64_t gather_rewarded(int64_t g, Scratch& s) const {
     const int64_t size = grouping_.size(g);
     int64_t* rows = s.rows.data();
@@ -389,34 +641,56 @@ class AdvantageKernel {
     int64_t m = 0;
     for (int64_t j = 0; j < size; ++j) {
       const int64_t row = grouping_.row(g, j);
-      const double r = static_cast<double>(rewards_[row]);
+      const double r = reward_of(row);
       rows[m] = row;
       reward[m] = r;
       m += !std::isnan(r);
     }
-    if (m < size) {
-      for (int64_t j = 0; j < size; ++j) {
-        const int64_t row = grouping_.row(g, j);
-        // Rows without a reward get 0 (deferred rows: row_value_ already holds 0).
-        if (std::isnan(static_cast<double>(rewards_[row])) && !deferred_) write_row(row, 0.0);
-      }
-    }
     return m;
   }
 
-  void write_signal(int64_t g, const double* reward, int64_t m) const {
-    bool signal = false;
-    for (int64_t j = 1; j < m; ++j) signal |= reward[j] != reward[0];
+  // Rows without a reward: 0 when NaN means missing (deferred rows: row_value_ already holds
+  // 0), NaN for every row of the group when NaN propagates.
+  void write_unrewarded(int64_t g, bool whole_group) {
+    const double value = whole_group ? kNaN : 0.0;
+    for (int64_t j = 0; j < grouping_.size(g); ++j) {
+      const int64_t row = grouping_.row(g, j);
+      if (!whole_group && !std::isnan(reward_of(row))) continue;
+      if (deferred_) {
+        row_value_[row] = value;
+      } else {
+        write_row(row, value);
+      }
+    }
+  }
+
+  // advantage.h: std > signal_tol, or (signal_tol = 0) not all equal; never with < 2 rows.
+  bool group_signal(const double* reward, int64_t m) const {
+    if (m < 2) return false;
+    if (opt_.signal_tol == 0.0) {
+      bool unequal = false;
+      for (int64_t j = 1; j < m; ++j) unequal |= reward[j] != reward[0];
+      return unequal;
+    }
+    const double mean = lane_sum(reward, m, 0.0) / static_cast<double>(m);
+    return std_from(lane_sum(reward, m, mean, /*squared=*/true), m, opt_.unbiased) > opt_.signal_tol;
+  }
+
+  void write_signal(int64_t g, bool signal) const {
     for (int64_t j = 0; j < grouping_.size(g); ++j) row_has_signal_[grouping_.row(g, j)] = signal;
   }
 
   void process_group(int64_t g, Scratch& s) {
-    s.fit(grouping_.size(g));
+    const int64_t size = grouping_.size(g);
+    s.fit(size);
     const int64_t m = gather_rewarded(g, s);
     double* x = s.reward.data();
-    if (row_has_signal_ != nullptr) write_signal(g, x, m);
-    if (m == 0) return;
+    const bool propagate_nan = !opt_.nan_missing && m < size;
+    if (row_has_signal_ != nullptr) write_signal(g, !propagate_nan && group_signal(x, m));
+    if (m < size) write_unrewarded(g, propagate_nan);
+    if (m == 0 || propagate_nan) return;  // a NaN-poisoned group stays out of the batch std
     bool poisoned = opt_.uses_ranks() && reweight_by_rank(s, m);
+    if (opt_.pass_k > 0 && m >= 2) return finish_pass_at_k(g, s, m, poisoned);
 
     const double sum = lane_sum(x, m, 0.0);
     const bool constant = m >= 2 && all_equal(x, m);
@@ -443,12 +717,35 @@ class AdvantageKernel {
       for (int64_t j = 0; j < m; ++j) x[j] -= mean;
     }
     if (poisoned) std::fill(x, x + m, kNaN);
+    const double group_std = singleton ? 1.0 : std_from(m2, m, opt_.unbiased);
+    write_centered(s, m, group_std);
+  }
+
+  // Pass@k groups (m >= 2): E_i - mu from the sorted (reweighted) rewards, then the scale.
+  void finish_pass_at_k(int64_t g, Scratch& s, int64_t m, bool poisoned) {
+    double* x = s.reward.data();
+    if (!positions_by_value(x, m, s.position.data())) {
+      ranks_in_group(x, m, /*average=*/false, s.position.data(), s.order.data(), s.sorted_key.data());
+    }
+    s.pass_at_k.fit(m, opt_.pass_k);
+    const PassAtKMoments moments =
+        center_pass_at_k(x, m, s.pass_at_k, s.position.data(), s.sorted.data(), s.expected.data());
+    if (opt_.scale == Scale::kBatch && !poisoned) {
+      moments_[g] = Moments{m, moments.mu, moments.variance * static_cast<double>(m)};
+    }
+    if (poisoned) std::fill(x, x + m, kNaN);
+    write_centered(s, m, std::sqrt(std::max(moments.variance, 0.0)));
+  }
+
+  // Writes the group's centred values x[0..m) divided as the scale says (group: by group_std + eps).
+  void write_centered(const Scratch& s, int64_t m, double group_std) {
+    const double* x = s.reward.data();
     const int64_t* rows = s.rows.data();
     if (opt_.scale == Scale::kBatch) {
       for (int64_t j = 0; j < m; ++j) row_value_[rows[j]] = x[j];
       return;
     }
-    const double divisor = opt_.scale == Scale::kGroup ? (singleton ? 1.0 : std_from(m2, m, opt_.unbiased)) + opt_.eps : 1.0;
+    const double divisor = opt_.scale == Scale::kGroup ? group_std + opt_.eps : 1.0;
     // One division per group, not per row.  Divisor 0 (std 0 with eps = 0): the group is
     // constant (centred values exactly 0) or its differences are so small (< ~1e-154) that
     // their squares underflow; either way the advantage is 0 (a poisoned NaN stays NaN).
@@ -479,6 +776,7 @@ class AdvantageKernel {
   const AdvantageOptions& opt_;
   const Grouping& grouping_;
   const Real* rewards_;
+  const Real* reward_weights_;
   const Real* seq_logp_;
   const LogpT* token_logp_;
   const MaskT* mask_;
@@ -488,6 +786,7 @@ class AdvantageKernel {
   std::vector<double> row_value_;  // deferred rows: advantage, or numerator awaiting the batch std
   std::vector<double> row_likelihood_;  // ragged groups with token log-probs: computed up front
   std::vector<Moments> moments_;
+  std::vector<double> combined_;        // normalize_then_sum: s_i (advantage.h)
 };
 
 template <typename Real, typename LogpT, typename MaskT>

@@ -18,6 +18,23 @@
 // squared deviations); a poisoned group stays out of the batch std.  A batch std beyond float64
 // makes every rewarded row NaN.  A constant group (every r' equal, m >= 2) has mean r' and m2 0
 // exactly and advantages exactly 0; a divisor of 0 (std 0 with eps 0) gives 0, not 0/0.
+//
+// Pass@k (pass_k = k > 0): with the m rewarded rows sorted, r(1) <= ... <= r(m), and k' = min(k, m),
+//   a_j       = C(j-1, k'-1) / C(m-1, k'-1)      (ratio recurrence from a_m = 1, float64),
+//   mu        = (k'/m) sum_j a_j r(j),   sigma^2 = (k'/m) sum_j a_j (r(j) - mu)^2
+//               (mean / population variance of the maximum of a uniformly drawn k'-subset),
+//   E(i)      = a_i r(i) + sum_{j>i} a_j (k'-1)/(j-1) r(j)   (mean maximum of the subsets holding i),
+//   A_i       = (E_i - mu) / (sigma + eps); scale "batch" pools the groups' (m, mu, m sigma^2).
+// Equal rewards share one E (the value at the top of their run), so the result does not depend
+// on the order of rows.  k = 1 is GRPO with the population std; the baseline is always mu.
+//
+// Several rewards per row (n_rewards = R > 0, rewards [N, R] contiguous, reward_weights [R]),
+// as TRL 1.16.0's multi_objective_aggregation:
+//   sum_then_normalize  s_i = nansum_k w_k r_ik (NaN when all R are NaN), then the above on s;
+//   normalize_then_sum  z_ik = (r_ik - mean_gk) / (std_gk + eps) per group and reward (NaN
+//                       left out; a reward with fewer than two values in the group adds 0),
+//                       s_i = nansum_k w_k z_ik (NaN when all R are NaN), then
+//                       A_i = (s_i - mean(s)) / (std(s) + eps) over the whole batch.
 #pragma once
 
 #include <cmath>
@@ -29,6 +46,7 @@ namespace fk {
 
 enum class Likelihood : int { kNone = 0, kSequence = 1, kTokenMean = 2, kTokenSum = 3 };
 enum class Scale : int { kGroup = 0, kBatch = 1, kNone = 2 };
+enum class MultiReward : int { kSumThenNormalize = 0, kNormalizeThenSum = 1 };
 
 struct AdvantageOptions {
   int64_t n_rows = 0;
@@ -41,6 +59,15 @@ struct AdvantageOptions {
   bool unbiased = true;
   double eps = 1e-6;
   bool singleton_raw = false;    // false: "zero"
+  int64_t pass_k = 0;            // > 0: pass@k advantages (see above)
+  // Signal flag of a group with >= 2 rewarded rows: its reward std (ddof from `unbiased`, over
+  // the rewards before rank reweighting) > signal_tol; signal_tol = 0: rewards not all equal.
+  double signal_tol = 0.0;
+  // NaN rewards: true = missing (left out of the group, advantage 0); false = they propagate
+  // (as verl and OpenRLHF): every row of a group holding one gets NaN.
+  bool nan_missing = true;
+  int64_t n_rewards = 0;         // 0: rewards [N]; R > 0: rewards [N, R] with reward_weights [R]
+  MultiReward multi_reward = MultiReward::kSumThenNormalize;
   // Token level (n_tokens > 0): token_logp and/or mask are [n_rows, n_tokens] with the given
   // row strides (elements) and a contiguous last dimension; out has out_row_stride.
   int64_t n_tokens = 0;
@@ -52,11 +79,13 @@ struct AdvantageOptions {
   bool streaming_stores = true;
 
   bool uses_ranks() const { return likelihood != Likelihood::kNone && beta_rank != 0.0; }
+  bool normalize_then_sum() const { return n_rewards > 0 && multi_reward == MultiReward::kNormalizeThenSum; }
 };
 
 // Raw, typed-erased pointers as handed over by the bindings.  Optional inputs are nullptr.
 struct AdvantageArrays {
-  const void* rewards = nullptr;     // [N], dtype == out dtype
+  const void* rewards = nullptr;     // [N] (or [N, R]), dtype == out dtype
+  const void* reward_weights = nullptr;  // [R] when n_rewards > 0, dtype == out dtype
   const int64_t* group_ids = nullptr;  // [N] when group_size == 0
   const void* seq_logp = nullptr;    // [N], dtype == out dtype
   const void* token_logp = nullptr;  // [N, T]
@@ -77,6 +106,14 @@ inline void check_advantage_options(const AdvantageOptions& opt, const Advantage
   require(opt.group_size <= 0 || opt.n_rows % opt.group_size == 0, "group_size must divide the number of rows");
   require(std::isfinite(opt.beta_rank), "beta_rank must be finite");
   require(std::isfinite(opt.eps) && opt.eps >= 0.0, "eps must be finite and >= 0");
+  require(opt.pass_k >= 0, "pass_k must be >= 1");
+  require(opt.pass_k == 0 || !opt.baseline_loo, "pass_k takes no leave-one-out baseline");
+  require(std::isfinite(opt.signal_tol) && opt.signal_tol >= 0.0, "signal_tol must be finite and >= 0");
+  require(opt.n_rewards >= 0, "rewards: negative number of reward columns");
+  require(opt.n_rewards == 0 || a.reward_weights != nullptr, "reward_weights is missing");
+  require(!opt.normalize_then_sum() || (!opt.uses_ranks() && opt.pass_k == 0 && !opt.baseline_loo &&
+                                         opt.scale == Scale::kGroup),
+          "multi_reward normalize_then_sum takes no beta_rank, pass_k, baseline or scale");
   require(opt.likelihood != Likelihood::kSequence || a.seq_logp != nullptr, "seq_logp is missing");
   const bool token_likelihood = opt.likelihood == Likelihood::kTokenMean || opt.likelihood == Likelihood::kTokenSum;
   require(!token_likelihood || (a.token_logp != nullptr && a.mask != nullptr), "token_logp needs a mask");

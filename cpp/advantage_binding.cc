@@ -15,6 +15,9 @@ void bind_advantage_types(py::module_& m) {
       .value("group", Scale::kGroup)
       .value("batch", Scale::kBatch)
       .value("none", Scale::kNone);
+  py::enum_<MultiReward>(m, "MultiReward", "How several rewards per row become one advantage.")
+      .value("sum_then_normalize", MultiReward::kSumThenNormalize)
+      .value("normalize_then_sum", MultiReward::kNormalizeThenSum);
 
   py::class_<AdvantageOptions> options(m, "AdvantageOptions", "fk::AdvantageOptions (cpp/advantage.h).");
   options.def(py::init<>())
@@ -28,6 +31,11 @@ void bind_advantage_types(py::module_& m) {
       .def_readwrite("unbiased", &AdvantageOptions::unbiased)
       .def_readwrite("eps", &AdvantageOptions::eps)
       .def_readwrite("singleton_raw", &AdvantageOptions::singleton_raw)
+      .def_readwrite("pass_k", &AdvantageOptions::pass_k)
+      .def_readwrite("signal_tol", &AdvantageOptions::signal_tol)
+      .def_readwrite("nan_missing", &AdvantageOptions::nan_missing)
+      .def_readwrite("n_rewards", &AdvantageOptions::n_rewards)
+      .def_readwrite("multi_reward", &AdvantageOptions::multi_reward)
       .def_readwrite("n_tokens", &AdvantageOptions::n_tokens)
       .def_readwrite("logp_row_stride", &AdvantageOptions::logp_row_stride)
       .def_readwrite("mask_row_stride", &AdvantageOptions::mask_row_stride)
@@ -40,6 +48,7 @@ void bind_advantage_types(py::module_& m) {
       .def_readwrite("logp_dtype", &AdvantageArrays::logp_dtype)
       .def_readwrite("mask_dtype", &AdvantageArrays::mask_dtype);
   def_address(arrays, "rewards", &AdvantageArrays::rewards);
+  def_address(arrays, "reward_weights", &AdvantageArrays::reward_weights);
   def_address(arrays, "group_ids", &AdvantageArrays::group_ids);
   def_address(arrays, "seq_logp", &AdvantageArrays::seq_logp);
   def_address(arrays, "token_logp", &AdvantageArrays::token_logp);

@@ -3,8 +3,12 @@
 // Pipeline on the caller's stream, no host synchronisation:
 //   1. ragged ids only: stable radix sort of (id, row) and segment heads -> group starts;
 //   2. token likelihoods only: one warp per row, masked mean/sum of the log-probs;
+//   0. several rewards per row only: the combined reward s of each row (sum_then_normalize: one
+//      thread per row; normalize_then_sum: one warp per group, then steps 4 and 5 directly);
 //   3. one warp per group: ranks (counting, O(m^2 / 32) per group), reweighting, mean, std,
-//      advantages (or centred values awaiting the batch std) per row, signal flags;
+//      advantages (or centred values awaiting the batch std) per row, signal flags; pass@k:
+//      sorted positions by counting, then lane 0 walks the sorted group once in the CPU's
+//      order and arithmetic (no fused multiply-adds), so the pass@k statistics are the CPU's;
 //   4. scale "batch" only: one block combines the per-group moments in a fixed tree order;
 //   5. output: the [N] advantages, or the masked broadcast to [N, T].
 // Reductions use fixed lane/tree orders (no atomics), so results are deterministic; they can
@@ -43,6 +47,8 @@ __device__ __forceinline__ double warp_min(double v) {
   return v;
 }
 
+__device__ __forceinline__ bool is_nan_value(double x) { return x != x; }
+
 template <typename T>
 __device__ __forceinline__ double as_double(T x) {
   return static_cast<double>(to_float(x));
@@ -80,6 +86,8 @@ struct DeviceGroups {
   __device__ int64_t n_groups() const { return fixed_size ? fixed_count : *count; }
   __device__ int64_t size(int64_t g) const { return fixed_size ? fixed_size : start[g + 1] - start[g]; }
   __device__ int64_t row(int64_t g, int64_t j) const { return fixed_size ? g * fixed_size + j : rows[start[g] + j]; }
+  // First slot of group g in [N] scratch laid out group after group.
+  __device__ int64_t base(int64_t g) const { return fixed_size ? g * fixed_size : start[g]; }
 };
 
 // ---- 1. grouping of ragged ids -------------------------------------------------------------
@@ -102,6 +110,108 @@ __global__ void group_starts_kernel(const int64_t* flags, const int64_t* segment
       start[segment[k]] = n;
       *count = segment[k];
     }
+  }
+}
+
+// ---- 0. several rewards per row ------------------------------------------------------------
+
+// nansum_k w_k (r_k - shift_k) scale_k in the CPU's order (shift/scale nullptr: 0 / 1; a
+// scale of 0 leaves the reward out); NaN when every reward of the row is NaN.
+template <typename Real>
+__device__ double weighted_nansum(const Real* r, const Real* w, int64_t n_rewards, const double* shift,
+                                  const double* scale) {
+  double sum = 0.0;
+  bool scorable = false;
+  for (int64_t k = 0; k < n_rewards; ++k) {
+    const double v = as_double(r[k]);
+    scorable |= !is_nan_value(v);
+    double term = as_double(w[k]) * (shift != nullptr ? (v - shift[k]) * scale[k] : v);
+    if (scale != nullptr && scale[k] == 0.0) term = NAN;
+    if (!is_nan_value(term)) sum += term;
+  }
+  return scorable ? sum : NAN;
+}
+
+template <typename Real>
+__global__ void sum_rewards_kernel(const Real* rewards, const Real* weights, double* combined, int64_t n_rows,
+                                   int64_t n_rewards) {
+  for (int64_t row = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; row < n_rows; row += int64_t(gridDim.x) * blockDim.x) {
+    combined[row] = weighted_nansum(rewards + row * n_rewards, weights, n_rewards, nullptr, nullptr);
+  }
+}
+
+// normalize_then_sum, one warp per group: per reward, mean and std over the group's non-NaN
+// values (a reward with too few values for a std adds nothing), then s per row, the group's
+// moments of s (for the batch statistics) and its signal flag.  shift/scale: [n_groups * R].
+template <typename Real>
+__global__ void normalize_rewards_kernel(const Real* rewards, const Real* weights, DeviceGroups groups, int64_t n_rewards,
+                                         bool unbiased, double eps, double signal_tol, double* shift, double* scale,
+                                         double* combined, double* moments, bool* row_has_signal) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t warps = int64_t(gridDim.x) * blockDim.x / kWarp;
+  const int64_t n_groups = groups.n_groups();
+  for (int64_t g = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / kWarp; g < n_groups; g += warps) {
+    const int64_t size = groups.size(g);
+    double* mean = shift + g * n_rewards;
+    double* inverse = scale + g * n_rewards;
+    for (int64_t k = 0; k < n_rewards; ++k) {
+      double count = 0, sum = 0;
+      for (int64_t j = lane; j < size; j += kWarp) {
+        const double v = as_double(rewards[groups.row(g, j) * n_rewards + k]);
+        if (!is_nan_value(v)) count += 1, sum += v;
+      }
+      count = warp_sum(count);
+      sum = warp_sum(sum);
+      const double mu = count > 0 ? sum / count : 0.0;
+      double m2 = 0;
+      for (int64_t j = lane; j < size; j += kWarp) {
+        const double d = as_double(rewards[groups.row(g, j) * n_rewards + k]) - mu;
+        if (!is_nan_value(d)) m2 += d * d;
+      }
+      m2 = warp_sum(m2);
+      const double dof = unbiased ? count - 1 : count;
+      if (lane == 0) {
+        mean[k] = mu;
+        inverse[k] = count > 0 && dof > 0 ? 1.0 / (sqrt(m2 / dof) + eps) : 0.0;
+      }
+    }
+    __syncwarp();
+    double count = 0, sum = 0, lo = INFINITY, hi = -INFINITY;
+    for (int64_t j = lane; j < size; j += kWarp) {
+      const int64_t row = groups.row(g, j);
+      const double s = weighted_nansum(rewards + row * n_rewards, weights, n_rewards, mean, inverse);
+      combined[row] = s;
+      if (!is_nan_value(s)) count += 1, sum += s, lo = fmin(lo, s), hi = fmax(hi, s);
+    }
+    count = warp_sum(count);
+    sum = warp_sum(sum);
+    lo = warp_min(lo);
+    hi = warp_max(hi);
+    const double mu = count > 0 ? sum / count : 0.0;
+    double m2 = 0;
+    for (int64_t j = lane; j < size; j += kWarp) {
+      const double d = combined[groups.row(g, j)] - mu;
+      if (!is_nan_value(d)) m2 += d * d;
+    }
+    m2 = warp_sum(m2);
+    if (lane == 0) {
+      moments[3 * g] = count;
+      moments[3 * g + 1] = mu;
+      moments[3 * g + 2] = m2;
+    }
+    if (row_has_signal != nullptr) {
+      const double dof = unbiased ? count - 1 : count;
+      const bool signal = count >= 2 && (signal_tol == 0.0 ? lo != hi : (dof > 0 ? sqrt(m2 / dof) : 0.0) > signal_tol);
+      for (int64_t j = lane; j < size; j += kWarp) row_has_signal[groups.row(g, j)] = signal;
+    }
+  }
+}
+
+// A = (s - mean(s)) / (std(s) + eps) over the batch; unscorable rows get 0.  stats: divisor, mean.
+__global__ void normalize_batch_kernel(const double* combined, const double* stats, double* advantage, int64_t n_rows) {
+  for (int64_t row = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; row < n_rows; row += int64_t(gridDim.x) * blockDim.x) {
+    const double s = combined[row];
+    advantage[row] = is_nan_value(s) ? 0.0 : (s - stats[1]) / stats[0];
   }
 }
 
@@ -134,6 +244,7 @@ __global__ void row_likelihood_kernel(const LogpT* logp, const MaskT* mask, doub
 
 struct GroupParams {
   DeviceGroups groups;
+  const double* combined;    // several rewards per row: s per row, or nullptr (read the rewards)
   const double* likelihood;  // token likelihoods, or nullptr
   bool ranks;
   double beta_rank;
@@ -147,7 +258,18 @@ struct GroupParams {
   double* advantage;         // [N]: final A, or the centred value when scale == batch
   bool* row_has_signal;      // optional
   double* moments;           // scale == batch: [3 * n_groups] count, mean, m2
+  int64_t pass_k;            // > 0: pass@k
+  double signal_tol;
+  bool nan_missing;
+  double* position;          // pass@k: [N] sorted position of each row within its group
+  double* sorted;            // pass@k: [N] the group's rewards sorted, group after group
+  double* expected;          // pass@k: [N] E by sorted position
 };
+
+template <typename Real>
+__device__ __forceinline__ double reward_of(const GroupParams& p, const Real* rewards, int64_t row) {
+  return p.combined != nullptr ? p.combined[row] : as_double(rewards[row]);
+}
 
 template <typename Real>
 __device__ double likelihood_of(const GroupParams& p, const Real* seq_logp, int64_t row) {
@@ -156,6 +278,98 @@ __device__ double likelihood_of(const GroupParams& p, const Real* seq_logp, int6
 
 __device__ __forceinline__ bool is_nan(double x) { return x != x; }
 
+// std of the m rewarded rows of a group (whole warp), as std_from of the CPU.
+__device__ double warp_group_std(double sum_lane, double m2_lane, int64_t m, bool unbiased);
+
+// Pass@k statistics of one group (advantage.h), by lane 0 in the order and arithmetic of the
+// CPU's center_pass_at_k (cpp/advantage.cc): explicit _rn operations, so no multiply-add is
+// fused and the doubles are the CPU's.  Writes E by sorted position; returns mu, variance.
+__device__ void pass_at_k_lane0(double* sorted, double* expected, int64_t m, int64_t pass_k, double* mu_out,
+                                double* variance_out) {
+  const int64_t k = pass_k < m ? pass_k : m;
+  const double best = sorted[m - 1];
+  for (int64_t q = 0; q < m; ++q) sorted[q] = __dsub_rn(sorted[q], best);
+  double tail = 0.0, first = 0.0, a = 1.0;
+  for (int64_t j = m; j >= 1; --j) {
+    const double top = a;
+    const double tail_coefficient =
+        j >= 2 ? __dmul_rn(a, __ddiv_rn(static_cast<double>(k - 1), static_cast<double>(j - 1))) : 0.0;
+    const double v = sorted[j - 1];
+    expected[j - 1] = __dadd_rn(__dmul_rn(top, v), tail);
+    tail = __dadd_rn(tail, __dmul_rn(tail_coefficient, v));
+    first = __dadd_rn(first, __dmul_rn(top, v));
+    if (j >= 2 && a != 0.0) {
+      const int64_t above = j - k > 0 ? j - k : 0;
+      a = __dmul_rn(a, __ddiv_rn(static_cast<double>(above), static_cast<double>(j - 1)));
+    }
+  }
+  for (int64_t q = m - 2; q >= 0; --q) {
+    if (sorted[q] == sorted[q + 1]) expected[q] = expected[q + 1];
+  }
+  const double share = __ddiv_rn(static_cast<double>(k), static_cast<double>(m));
+  const double mu = __dmul_rn(first, share);
+  double spread = 0.0;
+  a = 1.0;
+  for (int64_t j = m; j >= 1; --j) {
+    const double d = __dsub_rn(sorted[j - 1], mu);
+    spread = __dadd_rn(spread, __dmul_rn(a, __dmul_rn(d, d)));
+    if (j >= 2 && a != 0.0) {
+      const int64_t above = j - k > 0 ? j - k : 0;
+      a = __dmul_rn(a, __ddiv_rn(static_cast<double>(above), static_cast<double>(j - 1)));
+    }
+  }
+  for (int64_t q = 0; q < m; ++q) expected[q] = __dsub_rn(expected[q], mu);  // E - mu, as the CPU's x
+  *mu_out = __dadd_rn(mu, best);
+  *variance_out = __dmul_rn(spread, share);
+}
+
+__device__ double warp_group_std(double, double m2_lane, int64_t m, bool unbiased) {
+  const double m2 = warp_sum(m2_lane);
+  const int64_t dof = unbiased ? m - 1 : m;
+  return dof > 0 ? sqrt(m2 / double(dof)) : 0.0;
+}
+
+// Pass@k of one group with m >= 2 rewarded rows whose r' are in p.reweighted (whole warp).
+template <typename Real>
+__device__ void pass_at_k_group(const GroupParams& p, const Real* rewards, int64_t g, int64_t size, int64_t m,
+                                bool poisoned) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t base = p.groups.base(g);
+  // Stable sorted positions among the rewarded rows (ties in row order, as the CPU's ranks "first").
+  for (int64_t j = lane; j < size; j += kWarp) {
+    const int64_t row = p.groups.row(g, j);
+    if (is_nan(reward_of(p, rewards, row))) continue;
+    const double x = p.reweighted[row];
+    int64_t before = 0;
+    for (int64_t k = 0; k < size; ++k) {
+      const int64_t other = p.groups.row(g, k);
+      if (is_nan(reward_of(p, rewards, other))) continue;
+      const double y = p.reweighted[other];
+      before += y < x || (y == x && k < j);
+    }
+    p.position[row] = double(before);
+    p.sorted[base + before] = x;
+  }
+  __syncwarp();
+  double mu = 0, variance = 0;
+  if (lane == 0) pass_at_k_lane0(p.sorted + base, p.expected + base, m, p.pass_k, &mu, &variance);
+  mu = __shfl_sync(kFullMask, mu, 0);
+  variance = __shfl_sync(kFullMask, variance, 0);
+  __syncwarp();
+  if (p.scale == int(Scale::kBatch) && lane == 0 && !poisoned) {
+    p.moments[3 * g] = double(m);
+    p.moments[3 * g + 1] = mu;
+    p.moments[3 * g + 2] = variance * double(m);
+  }
+  const double sigma = sqrt(fmax(variance, 0.0));
+  for (int64_t j = lane; j < size; j += kWarp) {
+    const int64_t row = p.groups.row(g, j);
+    if (is_nan(reward_of(p, rewards, row))) continue;
+    const double centered = poisoned ? NAN : p.expected[base + static_cast<int64_t>(p.position[row])];
+    p.advantage[row] = p.scale == int(Scale::kGroup) ? centered / (sigma + p.eps) : centered;
+  }
+}
+
 template <typename Real>
 __global__ void group_kernel(const Real* rewards, const Real* seq_logp, GroupParams p) {
   const int lane = threadIdx.x % kWarp;
@@ -163,11 +377,11 @@ __global__ void group_kernel(const Real* rewards, const Real* seq_logp, GroupPar
   const int64_t n_groups = p.groups.n_groups();
   for (int64_t g = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) / kWarp; g < n_groups; g += warps) {
     const int64_t size = p.groups.size(g);
-    // Pass 1: rewarded rows, their range (signal), NaN likelihoods (poison).
-    double count = 0, lo = INFINITY, hi = -INFINITY, nan_likelihood = 0;
+    // Pass 1: rewarded rows, their range and sum (signal), NaN likelihoods (poison).
+    double count = 0, lo = INFINITY, hi = -INFINITY, nan_likelihood = 0, raw_sum = 0;
     for (int64_t j = lane; j < size; j += kWarp) {
       const int64_t row = p.groups.row(g, j);
-      const double r = as_double(rewards[row]);
+      const double r = reward_of(p, rewards, row);
       if (is_nan(r)) {
         p.advantage[row] = 0.0;
         continue;
@@ -175,18 +389,35 @@ __global__ void group_kernel(const Real* rewards, const Real* seq_logp, GroupPar
       count += 1;
       lo = fmin(lo, r);
       hi = fmax(hi, r);
+      raw_sum += r;
       if (p.ranks && is_nan(likelihood_of(p, seq_logp, row))) nan_likelihood = 1;
     }
     count = warp_sum(count);
     lo = warp_min(lo);
     hi = warp_max(hi);
+    raw_sum = warp_sum(raw_sum);
     const bool poisoned = warp_sum(nan_likelihood) > 0;
     const int64_t m = static_cast<int64_t>(count);
+    const bool propagate_nan = !p.nan_missing && m < size;
+    bool signal = !propagate_nan && m >= 2 && lo != hi;
+    if (signal && p.signal_tol > 0.0) {
+      const double raw_mean = raw_sum / double(m);
+      double raw_m2 = 0;
+      for (int64_t j = lane; j < size; j += kWarp) {
+        const double d = reward_of(p, rewards, p.groups.row(g, j)) - raw_mean;
+        if (!is_nan(d)) raw_m2 += d * d;
+      }
+      signal = warp_group_std(0.0, raw_m2, m, p.unbiased) > p.signal_tol;
+    }
     if (p.row_has_signal != nullptr) {
-      for (int64_t j = lane; j < size; j += kWarp) p.row_has_signal[p.groups.row(g, j)] = m >= 2 && lo != hi;
+      for (int64_t j = lane; j < size; j += kWarp) p.row_has_signal[p.groups.row(g, j)] = signal;
     }
     if (p.scale == int(Scale::kBatch) && lane == 0) {
       p.moments[3 * g] = 0.0;  // filled below for groups that enter the batch std
+    }
+    if (propagate_nan) {  // NaN propagates (verl, OpenRLHF): the whole group is NaN
+      for (int64_t j = lane; j < size; j += kWarp) p.advantage[p.groups.row(g, j)] = NAN;
+      continue;
     }
     if (m == 0) continue;
 
@@ -195,14 +426,14 @@ __global__ void group_kernel(const Real* rewards, const Real* seq_logp, GroupPar
     double sum = 0, lo_r = INFINITY, hi_r = -INFINITY;
     for (int64_t j = lane; j < size; j += kWarp) {
       const int64_t row = p.groups.row(g, j);
-      double r = as_double(rewards[row]);
+      double r = reward_of(p, rewards, row);
       if (is_nan(r)) continue;
       if (p.ranks && !poisoned) {
         const double lj = likelihood_of(p, seq_logp, row);
         int64_t less = 0, equal = 0, equal_before = 0;
         for (int64_t k = 0; k < size; ++k) {
           const int64_t other = p.groups.row(g, k);
-          if (is_nan(as_double(rewards[other]))) continue;
+          if (is_nan(reward_of(p, rewards, other))) continue;
           const double lk = likelihood_of(p, seq_logp, other);
           less += lk < lj;
           equal += lk == lj;
@@ -217,6 +448,11 @@ __global__ void group_kernel(const Real* rewards, const Real* seq_logp, GroupPar
       hi_r = fmax(hi_r, r);
     }
     sum = warp_sum(sum);
+    if (p.pass_k > 0 && m >= 2) {
+      __syncwarp();  // every r' of the group is written
+      pass_at_k_group(p, rewards, g, size, m, poisoned);
+      continue;
+    }
     lo_r = warp_min(lo_r);
     hi_r = warp_max(hi_r);
     // As the CPU kernel: a constant group's mean is its value and its m2 is 0, exactly.
@@ -225,7 +461,7 @@ __global__ void group_kernel(const Real* rewards, const Real* seq_logp, GroupPar
     double m2 = 0;
     for (int64_t j = lane; j < size && !constant; j += kWarp) {
       const int64_t row = p.groups.row(g, j);
-      if (is_nan(as_double(rewards[row]))) continue;
+      if (is_nan(reward_of(p, rewards, row))) continue;
       const double d = p.reweighted[row] - mean;
       m2 += d * d;
     }
@@ -245,7 +481,7 @@ __global__ void group_kernel(const Real* rewards, const Real* seq_logp, GroupPar
     const double divisor = group_std + p.eps;
     for (int64_t j = lane; j < size; j += kWarp) {
       const int64_t row = p.groups.row(g, j);
-      if (is_nan(as_double(rewards[row]))) continue;
+      if (is_nan(reward_of(p, rewards, row))) continue;
       const double r = p.reweighted[row];
       double centered = singleton ? (p.singleton_raw ? r : 0.0)
                         : constant ? 0.0
@@ -292,6 +528,7 @@ __global__ void batch_divisor_kernel(const double* moments, DeviceGroups groups,
     const Moments total = partial[0];
     const double dof = unbiased ? total.count - 1 : total.count;
     *divisor = (dof > 0 ? sqrt(total.m2 / dof) : 0.0) + eps;  // fewer than two values: std 0
+    divisor[1] = total.mean;                                     // normalize_then_sum subtracts it
   }
 }
 
@@ -447,16 +684,40 @@ void run(const AdvantageArrays& a, const AdvantageOptions& opt, cudaStream_t s) 
     ragged.reset(new RaggedGrouping(a.group_ids, n, s));
     groups = ragged->groups();
   }
+  const int64_t max_groups = opt.group_size > 0 ? n / opt.group_size : n;
+  const bool batch = opt.scale == Scale::kBatch;
+  StreamBuffer moments(batch || opt.normalize_then_sum() ? sizeof(double) * 3 * max_groups : 0, s);
+  StreamBuffer divisor(batch || opt.normalize_then_sum() ? sizeof(double) * 2 : 0, s);  // divisor, mean
+  StreamBuffer combined(opt.n_rewards > 0 ? sizeof(double) * n : 0, s);
+  const int warp_blocks = cuda::blocks_for(max_groups * kWarp, kThreads);
+  const auto* rewards = static_cast<const Real*>(a.rewards);
+  const auto* weights = static_cast<const Real*>(a.reward_weights);
+  if (opt.n_rewards > 0 && !opt.normalize_then_sum()) {
+    sum_rewards_kernel<<<cuda::blocks_for(n, kThreads), kThreads, 0, s>>>(rewards, weights, combined.as<double>(), n,
+                                                                        opt.n_rewards);
+  }
+  if (opt.normalize_then_sum()) {
+    StreamBuffer shift(sizeof(double) * max_groups * opt.n_rewards, s), scale(sizeof(double) * max_groups * opt.n_rewards, s);
+    normalize_rewards_kernel<<<warp_blocks, kThreads, 0, s>>>(
+        rewards, weights, groups, opt.n_rewards, opt.unbiased, opt.eps, opt.signal_tol, shift.as<double>(),
+        scale.as<double>(), combined.as<double>(), moments.as<double>(), a.row_has_signal);
+    batch_divisor_kernel<<<1, kReduceThreads, 0, s>>>(moments.as<double>(), groups, opt.unbiased, opt.eps, divisor.as<double>());
+    normalize_batch_kernel<<<cuda::blocks_for(n, kThreads), kThreads, 0, s>>>(combined.as<double>(), divisor.as<double>(),
+                                                                            ws.advantage.as<double>(), n);
+    launch_output<Real>(a, opt, ws.advantage.as<double>(), nullptr, s);
+    check(cudaGetLastError(), "group_advantages kernel launch");
+    return;
+  }
   const bool token_likelihood = opt.uses_ranks() && opt.likelihood != Likelihood::kSequence;
   StreamBuffer likelihood(token_likelihood ? sizeof(double) * n : 0, s);
   if (token_likelihood) launch_row_likelihood<Real>(a, opt, likelihood.as<double>(), s);
 
-  const bool batch = opt.scale == Scale::kBatch;
-  const int64_t max_groups = opt.group_size > 0 ? n / opt.group_size : n;
-  StreamBuffer moments(batch ? sizeof(double) * 3 * max_groups : 0, s);
-  StreamBuffer divisor(batch ? sizeof(double) : 0, s);
+  const bool pass_k = opt.pass_k > 0;
+  StreamBuffer position(pass_k ? sizeof(double) * n : 0, s), sorted(pass_k ? sizeof(double) * n : 0, s),
+      expected(pass_k ? sizeof(double) * n : 0, s);
 
   GroupParams p{groups,
+                opt.n_rewards > 0 ? combined.as<double>() : nullptr,
                 token_likelihood ? likelihood.as<double>() : nullptr,
                 opt.uses_ranks(),
                 opt.beta_rank,
@@ -469,10 +730,19 @@ void run(const AdvantageArrays& a, const AdvantageOptions& opt, cudaStream_t s) 
                 ws.reweighted.as<double>(),
                 ws.advantage.as<double>(),
                 a.row_has_signal,
-                moments.as<double>()};
-  group_kernel<Real><<<cuda::blocks_for(max_groups * kWarp, kThreads), kThreads, 0, s>>>(
-      static_cast<const Real*>(a.rewards), static_cast<const Real*>(a.seq_logp), p);
-  if (batch) batch_divisor_kernel<<<1, kReduceThreads, 0, s>>>(moments.as<double>(), groups, opt.unbiased, opt.eps, divisor.as<double>());
+                moments.as<double>(),
+                opt.pass_k,
+                opt.signal_tol,
+                opt.nan_missing,
+                position.as<double>(),
+                sorted.as<double>(),
+                expected.as<double>()};
+  group_kernel<Real><<<warp_blocks, kThreads, 0, s>>>(rewards, static_cast<const Real*>(a.seq_logp), p);
+  // Pass@k pools the groups' subset-maximum distributions: a population std, as in a group.
+  if (batch) {
+    batch_divisor_kernel<<<1, kReduceThreads, 0, s>>>(moments.as<double>(), groups, opt.unbiased && !pass_k, opt.eps,
+                                                      divisor.as<double>());
+  }
   launch_output<Real>(a, opt, ws.advantage.as<double>(), batch ? divisor.as<double>() : nullptr, s);
   check(cudaGetLastError(), "group_advantages kernel launch");
 }

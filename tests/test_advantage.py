@@ -318,8 +318,10 @@ def test_bad_arguments_raise_clear_errors(kwargs, error, match):
 
 
 def test_bad_rewards():
-    with pytest.raises(ValueError, match="rewards must be 1-D"):
-        fairkernels.group_advantages(np.zeros((2, 4)), group_size=2)
+    with pytest.raises(ValueError, match="rewards must be 1-D \\[N\\] or 2-D \\[N, R\\]"):
+        fairkernels.group_advantages(np.zeros((2, 4, 1)), group_size=2)
+    with pytest.raises(ValueError, match="needs R >= 1"):
+        fairkernels.group_advantages(np.zeros((4, 0)), group_size=2)
     with pytest.raises(TypeError, match="rewards must have dtype"):
         fairkernels.group_advantages(np.zeros(4, np.int64), group_size=2)
     with pytest.raises(TypeError, match="rewards must have dtype"):
@@ -388,6 +390,11 @@ def test_torch_opcheck():
         True,
         1e-6,
         "zero",
+        None,
+        0.0,
+        "missing",
+        "sum_then_normalize",
+        None,
     )
     torch.library.opcheck(torch.ops.fairkernels.group_advantages.default, args)
 
@@ -507,6 +514,7 @@ def test_eager_torch_path_equals_the_custom_op():
         r, group_size=5, token_logp=lp, mask=m, beta_rank=0.25, scale="batch", return_signal=True
     )
     op, op_signal = torch.ops.fairkernels.group_advantages(
-        r, 5, None, None, lp, m, "mean", 0.25, "average", "mean", "batch", True, 1e-6, "zero"
+        r, 5, None, None, lp, m, "mean", 0.25, "average", "mean", "batch", True, 1e-6, "zero", None, 0.0, "missing",
+        "sum_then_normalize", None
     )
     assert torch.equal(eager, op) and torch.equal(eager_signal, op_signal)

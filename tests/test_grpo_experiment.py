@@ -218,7 +218,7 @@ def test_end_to_end_every_arm_writes_files(tmp_path) -> None:
     assert doc["config"]["grpo"]["group_size"] == 32
     assert {r["arm"] for r in doc["runs"]} == set(ARMS)
     rows = paths["runs_csv"].read_text().strip().splitlines()
-    n_runs = len(cfg.base_seeds) + 3 * len(cfg.rl_seeds)
+    n_runs = len(cfg.base_seeds) + sum(spec is not None for spec in ARMS.values()) * len(cfg.rl_seeds)
     assert len(rows) == 1 + n_runs * len(EVAL_SETS)
     for r in doc["runs"]:
         for s in EVAL_SETS:
@@ -255,6 +255,7 @@ def test_cli_registers_subcommand_and_validates() -> None:
     assert cfg.arms == ("base", "unlikeliness")
     assert cfg.arm_grpo("unlikeliness").beta_rank == 0.25
     assert cfg.arm_grpo("grpo_2epochs").ppo_epochs == 2
+    assert cfg.arm_grpo("passk").pass_k == 8 and cfg.arm_grpo("grpo").pass_k is None
     plain = cli.config_from_args(parser.parse_args(["grpo", "--variant", "plain"]))
     assert plain.task.rare_style == "any_doubling" and plain.fit.rare_continuation_weight == 1.0
     assert plain.eval_samples == 1024 and len(plain.rl_seeds) == 5 and len(plain.base_seeds) == 2

@@ -97,6 +97,42 @@ def test_group_advantages_torch_layouts(call, argument, device):
         assert_bitwise_equal(got, expected)
 
 
+def _multi_reward_inputs(dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    rewards = rng.integers(0, 3, (N, 3)).astype(dtype) + rng.normal(0, 0.1, (N, 3)).astype(dtype)
+    rewards[3, 1] = np.nan
+    rewards[5] = np.nan
+    return {"rewards": rewards, "reward_weights": np.array([0.5, 2.0, 1.25], dtype),
+            "group_ids": _advantage_inputs()["group_ids"]}
+
+
+MULTI_REWARD_MODES = ("sum_then_normalize", "normalize_then_sum")
+
+
+@pytest.mark.parametrize("mode", MULTI_REWARD_MODES)
+@pytest.mark.parametrize("argument", ["rewards", "reward_weights"])
+def test_group_advantages_multi_reward_numpy_layouts(argument, mode):
+    base = _multi_reward_inputs()
+    for layout in _layouts_for(base[argument]):
+        arguments = dict(base)
+        arguments[argument] = numpy_layout(base[argument], layout)
+        got, expected = _check_against_contiguous(fairkernels.group_advantages, arguments, multi_reward=mode)
+        assert_bitwise_equal(got, expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", MULTI_REWARD_MODES)
+@pytest.mark.parametrize("argument", ["rewards", "reward_weights"])
+def test_group_advantages_multi_reward_torch_layouts(argument, mode, device):
+    torch = pytest.importorskip("torch")
+    base = {k: torch.from_numpy(v).to(device) for k, v in _multi_reward_inputs().items()}
+    for layout in _layouts_for(base[argument].cpu().numpy(), "torch"):
+        arguments = dict(base)
+        arguments[argument] = torch_layout(base[argument], layout)
+        got, expected = _check_against_contiguous(fairkernels.group_advantages, arguments, multi_reward=mode)
+        assert_bitwise_equal(got, expected)
+
+
 @pytest.mark.parametrize("layout", ["strided", "reversed", "column", "byteswapped"])
 def test_one_huge_group_in_a_strided_layout(layout):
     rng = np.random.default_rng(5)
@@ -495,6 +531,7 @@ def test_every_array_argument_rejects_non_arrays(value, error, message):
     calls = {
         "rewards": lambda v: fairkernels.group_advantages(v, group_size=2),
         "seq_logp": lambda v: fairkernels.group_advantages(rewards, group_size=2, seq_logp=v, beta_rank=0.1),
+        "reward_weights": lambda v: fairkernels.group_advantages(np.zeros((4, 4)), group_size=2, reward_weights=v),
         "logits": lambda v: fairkernels.propensity_loss(v, rewards, rewards, rewards + 0.5),
         "labels": lambda v: fairkernels.propensity_loss(rewards, v, rewards, rewards + 0.5),
         "observed": lambda v: fairkernels.propensity_loss(rewards, rewards, v, rewards + 0.5),

@@ -35,8 +35,8 @@ from .propensity import PropensityOptions, compute_propensity_loss, logits_shape
 
 
 def _advantage_output_shape(rewards: torch.Tensor, mask: Optional[torch.Tensor]) -> tuple:
-    if rewards.dim() != 1:
-        raise ValueError(f"rewards must be 1-D [N], got shape {tuple(rewards.shape)}")
+    if rewards.dim() not in (1, 2):
+        raise ValueError(f"rewards must be 1-D [N] or 2-D [N, R], got shape {tuple(rewards.shape)}")
     if mask is not None and (mask.dim() != 2 or mask.shape[0] != rewards.shape[0]):
         raise ValueError(f"mask must have shape [N, T] with N = {rewards.shape[0]}, got {tuple(mask.shape)}")
     return (rewards.shape[0], mask.shape[1]) if mask is not None else (rewards.shape[0],)
@@ -58,16 +58,24 @@ def group_advantages_op(
     unbiased: bool,
     eps: float,
     singleton: str,
+    pass_k: Optional[int],
+    signal_tol: float,
+    nan_rewards: str,
+    multi_reward: str,
+    reward_weights: Optional[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    options = AdvantageOptions(likelihood, beta_rank, ties, baseline, scale, unbiased, eps, singleton)
+    options = AdvantageOptions(likelihood, beta_rank, ties, baseline, scale, unbiased, eps, singleton, pass_k,
+                               signal_tol, nan_rewards, multi_reward)
     return cast(tuple[torch.Tensor, torch.Tensor],
-                compute_group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, options))
+                compute_group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, options,
+                                         reward_weights=reward_weights))
 
 
 @group_advantages_op.register_fake
 def _(rewards, group_size, group_ids, seq_logp, token_logp, mask, likelihood, beta_rank, ties, baseline,
-      scale, unbiased, eps, singleton):
-    AdvantageOptions(likelihood, beta_rank, ties, baseline, scale, unbiased, eps, singleton)
+      scale, unbiased, eps, singleton, pass_k, signal_tol, nan_rewards, multi_reward, reward_weights):
+    AdvantageOptions(likelihood, beta_rank, ties, baseline, scale, unbiased, eps, singleton, pass_k, signal_tol,
+                     nan_rewards, multi_reward)
     shape = _advantage_output_shape(rewards, mask)
     return rewards.new_empty(shape), rewards.new_empty((rewards.shape[0],), dtype=torch.bool)
 
@@ -88,17 +96,25 @@ def group_advantages_out_op(
     unbiased: bool,
     eps: float,
     singleton: str,
+    pass_k: Optional[int],
+    signal_tol: float,
+    nan_rewards: str,
+    multi_reward: str,
+    reward_weights: Optional[torch.Tensor],
     out: torch.Tensor,
 ) -> torch.Tensor:
-    options = AdvantageOptions(likelihood, beta_rank, ties, baseline, scale, unbiased, eps, singleton)
-    signal = compute_group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, options, out)[1]
+    options = AdvantageOptions(likelihood, beta_rank, ties, baseline, scale, unbiased, eps, singleton, pass_k,
+                               signal_tol, nan_rewards, multi_reward)
+    signal = compute_group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, options, out,
+                                      reward_weights=reward_weights)[1]
     return cast(torch.Tensor, signal)
 
 
 @group_advantages_out_op.register_fake
 def _(rewards, group_size, group_ids, seq_logp, token_logp, mask, likelihood, beta_rank, ties, baseline,
-      scale, unbiased, eps, singleton, out):
-    AdvantageOptions(likelihood, beta_rank, ties, baseline, scale, unbiased, eps, singleton)
+      scale, unbiased, eps, singleton, pass_k, signal_tol, nan_rewards, multi_reward, reward_weights, out):
+    AdvantageOptions(likelihood, beta_rank, ties, baseline, scale, unbiased, eps, singleton, pass_k, signal_tol,
+                     nan_rewards, multi_reward)
     if tuple(out.shape) != tuple(_advantage_output_shape(rewards, mask)):
         raise ValueError(f"out has shape {tuple(out.shape)}, expected {_advantage_output_shape(rewards, mask)}")
     return rewards.new_empty((rewards.shape[0],), dtype=torch.bool)
@@ -117,22 +133,23 @@ def _detached(x: Optional[torch.Tensor], name: str, rewards: torch.Tensor) -> Op
     return x.detach() if x is not None else None
 
 
-def group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, options_tuple, out,
-                     want_signal=True):
+def group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, reward_weights, options_tuple,
+                     out, want_signal=True):
     """Calls the custom op; options_tuple = (likelihood, beta_rank, ties, baseline, scale,
-    unbiased, eps, singleton), validated by the op itself (also under torch.compile).  Eager
-    calls skip the signal flags unless asked for (want_signal)."""
+    unbiased, eps, singleton, pass_k, signal_tol, nan_rewards, multi_reward), validated by the
+    op itself (also under torch.compile).  Eager calls skip the signal flags unless asked for
+    (want_signal)."""
     if not torch.compiler.is_compiling():
         # Eager calls skip the op dispatcher (tens of microseconds per call): the op exists
         # for tracing, and both paths run the same kernel on the same arguments.  The kernel
         # reads raw memory, so nothing is recorded for autograd either way.
         options = validated_options(*options_tuple)
         return compute_group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, options, out,
-                                        want_signal)
+                                        want_signal, reward_weights)
     inputs = (
         rewards.detach(), group_size, _detached(group_ids, "group_ids", rewards),
         _detached(seq_logp, "seq_logp", rewards), _detached(token_logp, "token_logp", rewards),
-        _detached(mask, "mask", rewards), *options_tuple,
+        _detached(mask, "mask", rewards), *options_tuple, _detached(reward_weights, "reward_weights", rewards),
     )
     if out is None:
         return torch.ops.fairkernels.group_advantages(*inputs)

@@ -1,4 +1,5 @@
-"""Group-relative advantages (GRPO, RLOO, Dr. GRPO) with the unlikeliness rank reweighting.
+"""Group-relative advantages (GRPO, RLOO, Dr. GRPO) with the unlikeliness rank reweighting,
+pass@k advantages, several rewards per sample and framework presets.
 
 The public function is :func:`group_advantages`.  numpy arrays and CPU torch tensors run on
 the C++ kernel (cpp/advantage.cc); CUDA torch tensors and CuPy arrays run on the CUDA kernel
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Tuple, Union
+from types import MappingProxyType
+from typing import Any, Literal, Mapping, Optional, Tuple, Union
 
 from . import _arrays, _core
 from ._arrays import ArrayView
@@ -32,9 +34,14 @@ class AdvantageOptions:
     unbiased: bool = True
     eps: float = 1e-6
     singleton: str = "zero"
+    pass_k: Optional[int] = None
+    signal_tol: float = 0.0
+    nan_rewards: str = "missing"
+    multi_reward: str = "sum_then_normalize"
     # The kernel's values of the choices (core enums and flags), computed once.
     kernel_scale: Any = field(init=False, repr=False, compare=False)
     kernel_likelihood: Any = field(init=False, repr=False, compare=False)
+    kernel_multi_reward: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__
@@ -47,6 +54,67 @@ class AdvantageOptions:
         boolean(self.unbiased, "unbiased")
         set_field(self, "beta_rank", real(self.beta_rank, "beta_rank"))
         set_field(self, "eps", real(self.eps, "eps", 0.0))
+        if self.pass_k is not None:
+            set_field(self, "pass_k", integer(self.pass_k, "pass_k", 1))
+            if self.baseline != "mean":
+                raise ValueError("pass_k sets its own baseline (the mean best-of-k reward): use baseline='mean'")
+        set_field(self, "signal_tol", real(self.signal_tol, "signal_tol", 0.0))
+        choice(self.nan_rewards, "nan_rewards", ("missing", "propagate"))
+        set_field(self, "kernel_multi_reward", _MULTI_REWARD[choice(
+            self.multi_reward, "multi_reward", tuple(_MULTI_REWARD))])
+        if self.multi_reward == "normalize_then_sum":
+            self._check_normalize_then_sum()
+
+    def _check_normalize_then_sum(self) -> None:
+        # TRL's mode fixes the whole pipeline: z-scores per group and reward, then the weighted
+        # sum normalised over the batch; none of the group options has a meaning there.
+        fixed = {"beta_rank": (self.beta_rank, 0.0), "pass_k": (self.pass_k, None),
+                 "baseline": (self.baseline, "mean"), "scale": (self.scale, "group"),
+                 "nan_rewards": (self.nan_rewards, "missing")}
+        for name, (value, default) in fixed.items():
+            if value != default:
+                raise ValueError(f"multi_reward='normalize_then_sum' normalises each reward within its group and "
+                                 f"their weighted sum over the batch (TRL); it takes no {name} (got {value!r})")
+
+
+#: The options a preset sets, at their values without a preset.
+DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    dict(eps=1e-6, unbiased=True, singleton="zero", nan_rewards="missing", signal_tol=0.0))
+
+#: Each framework's conventions, read from its code (tests/test_advantage_presets.py checks them
+#: against the frameworks' own functions or faithful copies of them).
+PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    # verl 0.9.1, verl/trainer/ppo/core_algos.py, compute_grpo_outcome_advantage (and
+    # compute_rloo_outcome_advantage): torch.std, epsilon 1e-6, a group of one gets mean 0 and
+    # std 1 (RLOO: its raw score), NaN scores are not special; zero variance is std == 0.
+    "verl": MappingProxyType(dict(eps=1e-6, unbiased=True, singleton="raw", nan_rewards="propagate",
+                                  signal_tol=0.0)),
+    # TRL 1.16.0, trl/trainer/grpo_trainer.py, _generate_and_score_completions: nanmean and
+    # nanstd (Bessel), (r - mean) / (std + 1e-4), NaN advantages (NaN rewards, groups of one)
+    # become 0; is_std_zero = isclose(std, 0), i.e. std <= 1e-8.
+    "trl": MappingProxyType(dict(eps=1e-4, unbiased=True, singleton="zero", nan_rewards="missing",
+                                 signal_tol=1e-8)),
+    # OpenRLHF, openrlhf/trainer/ppo_utils/experience_maker.py, advantage_estimator "group_norm":
+    # rewards.reshape(-1, n_samples_per_prompt), (r - mean) / (std + 1e-9) with torch.std; NaN
+    # is not special.  (A group of one: OpenRLHF divides 0 by torch.std of one value, NaN; the
+    # preset gives 0 there.)
+    "openrlhf": MappingProxyType(dict(eps=1e-9, unbiased=True, singleton="zero", nan_rewards="propagate",
+                                      signal_tol=0.0)),
+})
+
+
+def preset_options(preset: Optional[str], **given: Any) -> dict:
+    """The preset-controlled options: each given (not None) value, else the preset's, else the
+    default (DEFAULTS)."""
+    if preset is None:
+        base = DEFAULTS
+    else:
+        base = PRESETS[choice(preset, "preset", tuple(PRESETS))]
+    return {name: given[name] if given.get(name) is not None else base[name] for name in DEFAULTS}
+
+
+_MULTI_REWARD = {"sum_then_normalize": _core.MultiReward.sum_then_normalize,
+                 "normalize_then_sum": _core.MultiReward.normalize_then_sum}
 
 
 @functools.lru_cache(maxsize=256, typed=True)  # typed: 1 and True are different options
@@ -78,17 +146,24 @@ def group_advantages(
     ties: Literal["average", "first"] = "average",
     baseline: Literal["mean", "loo"] = "mean",
     scale: Literal["group", "batch", "none"] = "group",
-    unbiased: bool = True,
-    eps: float = 1e-6,
-    singleton: Literal["zero", "raw"] = "zero",
+    unbiased: Optional[bool] = None,
+    eps: Optional[float] = None,
+    singleton: Optional[Literal["zero", "raw"]] = None,
+    pass_k: Optional[int] = None,
+    signal_tol: Optional[float] = None,
+    nan_rewards: Optional[Literal["missing", "propagate"]] = None,
+    reward_weights: Optional[Array] = None,
+    multi_reward: Literal["sum_then_normalize", "normalize_then_sum"] = "sum_then_normalize",
+    preset: Optional[Literal["verl", "trl", "openrlhf"]] = None,
     out: Optional[Array] = None,
     return_signal: bool = False,
 ) -> Union[Array, Tuple[Array, Array]]:
     """Group-relative advantages of a batch of sampled responses.
 
     Args:
-        rewards: ``[N]`` float rewards.  NaN means "no reward": the row is left out of its
-            group's statistics and ranks and gets advantage 0.
+        rewards: ``[N]`` float rewards, or ``[N, R]`` (R rewards per sample, combined as
+            ``multi_reward`` says).  NaN means "no reward": the row is left out of its group's
+            statistics and ranks and gets advantage 0 (see ``nan_rewards``).
         group_size: rows ``i*G .. i*G+G-1`` form group ``i`` (N must be a multiple of G).
         group_ids: ``[N]`` integer ids (e.g. prompt indices); any values, in any order.
             Exactly one of ``group_size`` and ``group_ids``.
@@ -106,16 +181,52 @@ def group_advantages(
         ties: "average" (equal likelihoods share the mean rank) or "first" (lower row first).
         baseline: "mean" (GRPO) or "loo" (RLOO: mean of the other rewarded rows).
         scale: divide by the group's std ("group"), the batch's std ("batch") or not ("none").
-        unbiased: std with N-1 (as torch.std) or N.
-        eps: added to the std before dividing.  A std of 0 gives advantage 0, also with
-            ``eps=0`` (no 0/0); constant groups give exactly 0 for every option.
-        singleton: groups with one rewarded row get 0 ("zero") or, as verl, baseline 0 and a
-            group std of 1 ("raw").
+        unbiased: std with N-1 (as torch.std, default) or N.
+        eps: added to the std before dividing (default 1e-6).  A std of 0 gives advantage 0,
+            also with ``eps=0`` (no 0/0); constant groups give exactly 0 for every option.
+        singleton: groups with one rewarded row get 0 ("zero", default) or, as verl, baseline
+            0 and a group std of 1 ("raw").
+        pass_k: optimise the expected best reward of k samples instead of the mean (Pass@k
+            training): each row's advantage is the mean, over the k-subsets of its group that
+            hold it, of (subset maximum - mean subset maximum) / (std of the subset maximum +
+            eps), computed exactly (float64 ratio recurrences; any real rewards, any k, groups
+            of any size).  A group with m rewarded rows uses ``min(k, m)``: with k >= m every
+            subset is the whole group and the advantages are 0.  The rank-reweighted rewards
+            feed it; its std is the population std of the subset maximum (``unbiased`` does
+            not apply; ``scale="batch"`` pools the groups' subset-maximum distributions), its
+            baseline is the mean subset maximum (``baseline`` must be "mean").  ``pass_k=1``
+            is GRPO with ``unbiased=False``.  None (default): plain group advantages.
+        signal_tol: a group whose reward std (before rank reweighting, ddof from
+            ``unbiased``) is <= signal_tol has no signal (DAPO's zero-variance filter with a
+            tolerance): its ``return_signal`` flags are False.  The advantages are not
+            changed; drop the rows whose flag is False to filter.  0 (default): a group has
+            signal when its rewards are not all equal.
+        nan_rewards: "missing" (default, as TRL): a NaN reward leaves its row out; "propagate"
+            (as verl and OpenRLHF, which do not treat NaN specially): a NaN reward makes every
+            advantage of its group NaN (those groups stay out of a batch std).
+        reward_weights: ``[R]`` weights of the rewards of an ``[N, R]`` rewards array (default
+            all 1), in the rewards' library and device.
+        multi_reward: how ``[N, R]`` rewards become advantages, as TRL 1.16.0's
+            ``multi_objective_aggregation``: "sum_then_normalize" (default) takes the weighted
+            nansum per row (NaN when all R rewards are NaN) and then the group advantage
+            above; "normalize_then_sum" z-scores each reward within its group ((r - mean) /
+            (std + eps), NaN left out, a reward with fewer than two values in the group adds
+            0), takes the weighted nansum and normalises it over the whole batch
+            ((s - mean) / (std + eps)); it takes no beta_rank, pass_k, baseline or scale.  A
+            ``[N]`` rewards array is one reward of weight 1.
+        preset: "verl", "trl" or "openrlhf": that framework's eps, std, singleton, NaN and
+            zero-variance conventions (``fairkernels.advantage.PRESETS``; verl: eps 1e-6,
+            singleton "raw", NaN propagates; TRL: eps 1e-4, NaN missing, signal_tol 1e-8;
+            OpenRLHF: eps 1e-9, NaN propagates), so that its numbers come out (OpenRLHF gives
+            NaN for groups of one, the preset 0).  The estimator itself (``baseline``,
+            ``scale``, ...) is still yours to choose; arguments given explicitly (not None)
+            override the preset.  None: the defaults above.
         out: optional preallocated result (``[N]``, or ``[N, T]`` with a mask) of the rewards'
             dtype, library and device, returned filled.  Lets training loops reuse the
             token-level buffer (written in place when its rows have a contiguous last dimension).
         return_signal: also return a bool ``[N]``: True where the row's group has at least two
-            rewarded rows whose rewards are not all equal (the groups GRPO learns from).
+            rewarded rows whose rewards are not all equal, or whose std exceeds
+            ``signal_tol`` (the groups GRPO learns from).
 
     Returns:
         The advantages in the rewards' library, device and dtype (``[N]`` or ``[N, T]``), and
@@ -135,17 +246,22 @@ def group_advantages(
     the result is bit-identical for the same input whatever the thread count.
     float16/bfloat16 are accepted on CUDA only (accumulated in float32).
     """
-    raw_options = (likelihood, beta_rank, ties, baseline, scale, unbiased, eps, singleton)
+    conventions = preset_options(preset, eps=eps, unbiased=unbiased, singleton=singleton, nan_rewards=nan_rewards,
+                                 signal_tol=signal_tol)
+    raw_options = (likelihood, beta_rank, ties, baseline, scale, conventions["unbiased"], conventions["eps"],
+                   conventions["singleton"], pass_k, conventions["signal_tol"], conventions["nan_rewards"],
+                   multi_reward)
     if _arrays.is_torch_tensor(rewards):
         from . import _torch_ops
 
         result, signal = _torch_ops.group_advantages(
-            rewards, group_size, group_ids, seq_logp, token_logp, mask, raw_options, out, return_signal
+            rewards, group_size, group_ids, seq_logp, token_logp, mask, reward_weights, raw_options, out,
+            return_signal
         )
     else:
         options = validated_options(*raw_options)
         result, signal = compute_group_advantages(
-            rewards, group_size, group_ids, seq_logp, token_logp, mask, options, out, return_signal
+            rewards, group_size, group_ids, seq_logp, token_logp, mask, options, out, return_signal, reward_weights
         )
     return (result, signal) if return_signal else result
 
@@ -155,6 +271,7 @@ class _Checked:
     """The array arguments of one call, as the kernel takes them."""
 
     rewards: ArrayView
+    reward_weights: Optional[ArrayView]
     group_ids: Optional[ArrayView]
     group_size: int
     seq_logp: Optional[ArrayView]
@@ -169,19 +286,50 @@ class _Checked:
 
     @property
     def inputs(self) -> tuple[Optional[ArrayView], ...]:
-        return (self.rewards, self.group_ids, self.seq_logp, self.token_logp, self.mask)
+        return (self.rewards, self.reward_weights, self.group_ids, self.seq_logp, self.token_logp, self.mask)
+
+    @property
+    def n_rewards(self) -> int:
+        """R for several rewards per row (the kernel's n_rewards), 0 for plain [N] rewards."""
+        return self.reward_weights.shape[0] if self.reward_weights is not None else 0
 
 
 def _float_dtypes(r: ArrayView) -> tuple[str, ...]:
     return _arrays.FLOAT_DTYPES if r.on_cuda else _arrays.CPU_FLOAT_DTYPES
 
 
-def check_arrays(rewards, group_size, group_ids, seq_logp, token_logp, mask, options: AdvantageOptions) -> _Checked:
+def _check_rewards(rewards, reward_weights, options: AdvantageOptions) -> tuple[ArrayView, Optional[ArrayView]]:
+    """rewards [N] or [N, R] and their weights [R] (ones when not given; R = 1 for [N] rewards
+    under normalize_then_sum, which is TRL's mode with one reward function)."""
+    r = _arrays.view(rewards, "rewards")
+    if len(r.shape) not in (1, 2):
+        got = "a 0-d array" if not r.shape else f"shape {tuple(r.shape)}"
+        raise ValueError(f"rewards must be 1-D [N] or 2-D [N, R] (several rewards per sample), got {got}")
+    if len(r.shape) == 1:
+        r = _arrays.accept(r, shape=(None,), dtypes=_float_dtypes(r))
+        if reward_weights is not None:
+            raise ValueError("reward_weights needs rewards of shape [N, R] (several rewards per sample)")
+        if options.multi_reward != "normalize_then_sum":
+            return r, None
+        n_rewards = 1
+    else:
+        r = _arrays.accept(r, shape=(None, None), dtypes=_float_dtypes(r), context=" ([N] or [N, R])")
+        n_rewards = r.shape[1]
+        if n_rewards == 0:
+            raise ValueError("rewards of shape [N, R] needs R >= 1 reward columns")
+    if reward_weights is None:
+        return r, _arrays.zeros(r, (n_rewards,), r.dtype, "reward_weights", value=1)
+    weights = _arrays.take(reward_weights, "reward_weights", like=r, shape=(n_rewards,), dtypes=(r.dtype,),
+                           convert={"float": r.dtype}, context=f" (one per reward column: R = {n_rewards})")
+    return r, weights
+
+
+def check_arrays(rewards, group_size, group_ids, seq_logp, token_logp, mask, options: AdvantageOptions,
+                 reward_weights=None) -> _Checked:
     """Every array argument through the input layer (_arrays.take): as is, copied once, or a
     clear error.  Used by every real call (numpy, CuPy, torch eager and the torch op); the op's
     fake implementation checks the shapes it needs (_torch_ops._advantage_output_shape)."""
-    r = _arrays.view(rewards, "rewards")
-    r = _arrays.accept(r, shape=(None,), dtypes=_float_dtypes(r))
+    r, weights = _check_rewards(rewards, reward_weights, options)
     n = r.shape[0]
     rows = f" (one per reward: N = {n})"
     if (group_size is None) == (group_ids is None):
@@ -218,7 +366,7 @@ def check_arrays(rewards, group_size, group_ids, seq_logp, token_logp, mask, opt
         n_tokens = msk.shape[1]
     if options.beta_rank != 0.0 and seq is None and tok is None:
         raise ValueError("beta_rank != 0 needs seq_logp or token_logp to rank the samples")
-    return _Checked(r, ids, group_size, seq, tok, msk, n_tokens)
+    return _Checked(r, weights, ids, group_size, seq, tok, msk, n_tokens)
 
 
 def _row_stride(v: Optional[ArrayView]) -> int:
@@ -245,6 +393,7 @@ def _kernel_arguments(checked: _Checked, options: AdvantageOptions, out: ArrayVi
     """The kernel's typed argument structs (cpp/advantage.h), filled field by field."""
     a = _core.AdvantageArrays()
     a.rewards = checked.rewards.address
+    a.reward_weights = _address(checked.reward_weights)
     a.group_ids = _address(checked.group_ids)
     a.seq_logp = _address(checked.seq_logp)
     a.token_logp = _address(checked.token_logp)
@@ -267,6 +416,11 @@ def _kernel_arguments(checked: _Checked, options: AdvantageOptions, out: ArrayVi
     o.unbiased = options.unbiased
     o.eps = options.eps
     o.singleton_raw = options.singleton == "raw"
+    o.pass_k = options.pass_k or 0
+    o.signal_tol = options.signal_tol
+    o.nan_missing = options.nan_rewards == "missing"
+    o.n_rewards = checked.n_rewards
+    o.multi_reward = options.kernel_multi_reward
     o.n_tokens = checked.n_tokens
     o.logp_row_stride = _row_stride(checked.token_logp)
     o.mask_row_stride = _row_stride(checked.mask)
@@ -277,10 +431,10 @@ def _kernel_arguments(checked: _Checked, options: AdvantageOptions, out: ArrayVi
 
 def compute_group_advantages(
     rewards, group_size, group_ids, seq_logp, token_logp, mask, options: AdvantageOptions, out=None,
-    want_signal: bool = True,
+    want_signal: bool = True, reward_weights=None,
 ) -> tuple[Array, Optional[Array]]:
     """Validates, allocates and runs the kernel; the library-agnostic core of the public API."""
-    checked = check_arrays(rewards, group_size, group_ids, seq_logp, token_logp, mask, options)
+    checked = check_arrays(rewards, group_size, group_ids, seq_logp, token_logp, mask, options, reward_weights)
     r = checked.rewards
     layout = "rows" if checked.mask is not None else "contiguous"
     result = _arrays.take_out(out, "out", like=r, shape=checked.output_shape, dtype=r.dtype, layout=layout,

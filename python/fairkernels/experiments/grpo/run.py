@@ -53,7 +53,7 @@ class ExperimentConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     fit: FitConfig = field(default_factory=FitConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
-    arms: tuple[str, ...] = ("base", "grpo", "unlikeliness", "grpo_2epochs")
+    arms: tuple[str, ...] = ("base", "grpo", "unlikeliness", "grpo_2epochs", "passk")
     rl_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     base_seeds: tuple[int, ...] = (0, 1)
     eval_samples: int = 1024
@@ -78,12 +78,12 @@ class ExperimentConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
 
     def arm_grpo(self, arm: str) -> GRPOConfig:
-        """The GRPO configuration of an RL arm (beta_rank and PPO epochs set by the arm)."""
+        """The GRPO configuration of an RL arm (beta_rank, PPO epochs and pass_k set by the arm)."""
         spec = ARMS[arm]
         if spec is None:
             raise ValueError(f"arm {arm!r} has no RL")
-        beta, epochs = spec
-        return replace(self.grpo, beta_rank=beta, ppo_epochs=epochs)
+        beta, epochs, pass_k = spec
+        return replace(self.grpo, beta_rank=beta, ppo_epochs=epochs, pass_k=pass_k)
 
     def base_seed_for(self, rl_seed_index: int) -> int:
         """RL seeds cycle over the base seeds, so every base is trained from."""

@@ -93,6 +93,7 @@ class GRPOConfig:
     kl_coef: float = 0.1
     beta_rank: float = 0.0
     max_grad_norm: float = 1.0
+    pass_k: int | None = None  # pass@k advantages (fairkernels.group_advantages(pass_k=...))
 
     def __post_init__(self) -> None:
         if self.group_size < 2:
@@ -102,6 +103,8 @@ class GRPOConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.beta_rank <= 1.0:
             raise ValueError(f"beta_rank must lie in [0, 1], got {self.beta_rank}")
+        if self.pass_k is not None and self.pass_k < 1:
+            raise ValueError(f"pass_k must be >= 1 or None, got {self.pass_k}")
         if self.lr <= 0 or self.clip <= 0 or self.kl_coef < 0:
             raise ValueError("lr and clip must be > 0 and kl_coef >= 0")
 
@@ -259,7 +262,7 @@ def grpo_step(policy: ProofPolicy, ref: ProofPolicy, opt: torch.optim.Optimizer,
     ta = time.perf_counter()
     adv_tok, has_signal = fairkernels.group_advantages(
         rewards, group_size=G, token_logp=batch.token_logp, mask=batch.mask,
-        likelihood="mean", beta_rank=cfg.beta_rank, return_signal=True)
+        likelihood="mean", beta_rank=cfg.beta_rank, pass_k=cfg.pass_k, return_signal=True)
     t_adv = time.perf_counter() - ta
     signal, distinct, rare = group_diversity(batch.tokens.numpy(), correct, G)
     keep = torch.as_tensor(has_signal, dtype=torch.bool)
