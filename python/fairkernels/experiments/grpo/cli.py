@@ -106,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``grpo`` subcommand to a package CLI's subparsers."""
     parser = subparsers.add_parser(
         "grpo", help="GRPO vs unlikeliness reward on a synthetic proof task",
-        description="Fit base policies, run GRPO arms (grpo, unlikeliness, grpo_2epochs), "
+        description="Fit base policies, run the RL arms (grpo, unlikeliness, grpo_2epochs, passk), "
                     "evaluate pass@N on held-out and training problems, write CSV/JSON/PNG.")
     add_arguments(parser)
     parser.set_defaults(func=handle)
