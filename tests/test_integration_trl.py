@@ -213,3 +213,15 @@ def test_groups_of_one_get_zero_as_in_trl():
     rewards_per_func = torch.tensor([[0.3], [1.0], [float("nan")]])
     batch = fk_trl.gathered_advantages(rewards_per_func, torch.ones(1), 1, fk_trl.advantage_options_for({}, "group"))
     assert torch.equal(batch.advantages, torch.zeros(3))
+
+
+def test_pass_k_through_the_gathered_advantages():
+    rng = np.random.default_rng(4)
+    rewards_per_func = torch.from_numpy(rng.integers(0, 2, (24, 2)).astype(np.float32))
+    weights = torch.tensor([1.0, 0.5])
+    options = fk_trl.advantage_options_for({"pass_k": 4}, "group")
+    batch = fk_trl.gathered_advantages(rewards_per_func, weights, 8, options)
+    rewards = (rewards_per_func * weights).sum(dim=1)
+    expected = fairkernels.group_advantages(rewards, group_size=8, pass_k=4, eps=1e-4)
+    assert torch.equal(batch.advantages, expected)
+    assert float(batch.advantages.view(3, 8).sum(dim=1).abs().max()) < 1e-5  # pass@k sums to 0 per group

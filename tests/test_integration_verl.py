@@ -311,7 +311,7 @@ def test_the_environment_variable_registers_the_estimators_in_a_fresh_process():
     code = (
         "import verl\n"
         "from verl.trainer.ppo import core_algos, ray_trainer\n"
-        "assert {'fk_grpo', 'fk_rloo', 'fk_drgrpo', 'fk_unlikely'} <= set(core_algos.ADV_ESTIMATOR_REGISTRY)\n"
+        "assert {'fk_grpo', 'fk_rloo', 'fk_drgrpo', 'fk_unlikely', 'fk_passk'} <= set(core_algos.ADV_ESTIMATOR_REGISTRY)\n"
         "assert ray_trainer.compute_advantage.__fairkernels_log_prob_hook__\n"
     )
     env = {**os.environ, "VERL_USE_EXTERNAL_MODULES": "fairkernels.integrations.verl"}
@@ -320,6 +320,20 @@ def test_the_environment_variable_registers_the_estimators_in_a_fresh_process():
 
 
 # ---- options and bad input -------------------------------------------------------------------
+
+
+def test_fk_passk_is_group_advantages_with_pass_k_through_compute_advantage():
+    import fairkernels
+
+    data = make_batch(seed=21)
+    scores = data.batch["token_level_rewards"].sum(-1)
+    mask = data.batch["response_mask"]
+    ids = torch.from_numpy(fk_verl.uid_to_group_ids(data.non_tensor_batch["uid"], scores.shape[0]))
+    for k in (8, 2):
+        expected = fairkernels.group_advantages(scores, group_ids=ids, mask=mask, pass_k=k, singleton="raw", eps=1e-6)
+        got = advantages(data, "fk_passk", pass_k=k) if k != 8 else advantages(data, "fk_passk")
+        assert torch.equal(got, expected)
+    assert max_diff(advantages(data, "fk_passk", pass_k=1), advantages(data, "fk_grpo", unbiased=False)) <= TOL
 
 
 def test_options_override_the_defaults():

@@ -1,6 +1,6 @@
 """fairkernels advantage estimators for verl (designed and tested against verl 0.9.1).
 
-Importing this module registers four estimators in verl's registry
+Importing this module registers five estimators in verl's registry
 (``verl.trainer.ppo.core_algos.register_adv_est``), selected with ``algorithm.adv_estimator``:
 
 ================  ==========================================================================
@@ -12,11 +12,14 @@ Importing this module registers four estimators in verl's registry
 ``fk_unlikely``   ``fk_grpo`` with the unlikeliness rank reweighting (He et al. 2025),
                   ``beta_rank = 0.25`` by default, ranked by the mean ``old_log_probs`` of each
                   response under the response mask.
+``fk_passk``      GRPO with pass@k advantages (the expected best reward of k responses is
+                  optimised; ``pass_k = 8`` by default), exact for any real scores.
 ================  ==========================================================================
 
 Options live under one key of the ``algorithm`` section, ``algorithm.fairkernels``
 (on the command line ``+algorithm.fairkernels.beta_rank=0.1``): ``beta_rank``, ``baseline``,
-``scale``, ``eps``, ``unbiased``, ``singleton``, ``likelihood``, ``ties`` (the keyword arguments
+``scale``, ``eps``, ``unbiased``, ``singleton``, ``likelihood``, ``ties``, ``pass_k``,
+``signal_tol`` (the keyword arguments
 of :func:`fairkernels.group_advantages`); they override the estimator's defaults.  An unknown
 key is a ``ValueError`` naming it.
 
@@ -75,7 +78,8 @@ __all__ = [
 ]
 
 CONFIG_KEY = "fairkernels"
-OPTION_KEYS = ("beta_rank", "baseline", "scale", "eps", "unbiased", "singleton", "likelihood", "ties")
+OPTION_KEYS = ("beta_rank", "baseline", "scale", "eps", "unbiased", "singleton", "likelihood", "ties", "pass_k",
+               "signal_tol")
 LOG_PROB_KEY = "old_log_probs"
 
 # Defaults of each estimator, in group_advantages' keywords; "scale" of the GRPO-like ones
@@ -86,8 +90,9 @@ ESTIMATORS: dict[str, dict[str, Any]] = {
     "fk_drgrpo": {**_GRPO, "scale": "none"},
     "fk_rloo": {"baseline": "loo", "scale": "none", "singleton": "raw", "eps": 1e-6},
     "fk_unlikely": {**_GRPO, "beta_rank": 0.25},
+    "fk_passk": {**_GRPO, "pass_k": 8},
 }
-_FOLLOWS_NORM_ADV = ("fk_grpo", "fk_unlikely")
+_FOLLOWS_NORM_ADV = ("fk_grpo", "fk_unlikely", "fk_passk")
 
 
 # ---- options -------------------------------------------------------------------------------
