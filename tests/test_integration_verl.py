@@ -311,7 +311,8 @@ def test_the_environment_variable_registers_the_estimators_in_a_fresh_process():
     code = (
         "import verl\n"
         "from verl.trainer.ppo import core_algos, ray_trainer\n"
-        "assert {'fk_grpo', 'fk_rloo', 'fk_drgrpo', 'fk_unlikely', 'fk_passk'} <= set(core_algos.ADV_ESTIMATOR_REGISTRY)\n"
+        "names = {'fk_grpo', 'fk_rloo', 'fk_drgrpo', 'fk_unlikely', 'fk_passk'}\n"
+        "assert names <= set(core_algos.ADV_ESTIMATOR_REGISTRY)\n"
         "assert ray_trainer.compute_advantage.__fairkernels_log_prob_hook__\n"
     )
     env = {**os.environ, "VERL_USE_EXTERNAL_MODULES": "fairkernels.integrations.verl"}

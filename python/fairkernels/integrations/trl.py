@@ -14,7 +14,8 @@ fairkernels' ones::
 
 ``advantage_options`` takes the keyword arguments of :func:`fairkernels.group_advantages`
 (``beta_rank``, ``baseline``, ``scale``, ``eps``, ``unbiased``, ``singleton``, ``likelihood``,
-``ties``, ``pass_k`` for pass@k advantages, ``signal_tol``).  The defaults reproduce TRL's numbers: ``eps=1e-4``, ``scale=args.scale_rewards``,
+``ties``, ``pass_k`` for pass@k advantages, ``signal_tol``).  The defaults reproduce TRL's
+numbers: ``eps=1e-4``, ``scale=args.scale_rewards``,
 NaN rewards (every reward function returned None) left out and given 0, so with
 ``beta_rank=0`` the advantages equal TRL's own.  With ``beta_rank != 0`` the responses of each
 group are ranked by their mean (``likelihood="sum"``: summed) token log-prob under the loss mask:
