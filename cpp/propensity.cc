@@ -48,23 +48,47 @@ void write_scalar(void* out, DType dtype, double value) {
 
 namespace cpu_avx2 {
 // Defined in propensity_avx2.cc; false where that build is not available.
-bool propensity_chunks_avx2(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums);
+bool propensity_chunks_avx2(const PropensityArrays& a, const PropensityOptions& opt, double self_norm,
+                            ChunkSums* sums);
+bool propensity_weight_chunks_avx2(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums);
 }  // namespace cpu_avx2
 namespace cpu_avx512 {
 // Defined in propensity_avx512.cc; false where that build is not available.
-bool propensity_chunks_avx512(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums);
+bool propensity_chunks_avx512(const PropensityArrays& a, const PropensityOptions& opt, double self_norm,
+                              ChunkSums* sums);
+bool propensity_weight_chunks_avx512(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums);
 }  // namespace cpu_avx512
+
+namespace {
+// The pass over the rows, in the widest build the processor runs: AVX-512 (~1.35x AVX2 here),
+// AVX2 (~2x SSE2), baseline.
+void run_chunks(const PropensityArrays& a, const PropensityOptions& opt, double self_norm, ChunkSums* sums) {
+  const int widest = widest_build_allowed();
+  if (!(widest >= 2 && cpu_avx512::propensity_chunks_avx512(a, opt, self_norm, sums)) &&
+      !(widest >= 1 && cpu_avx2::propensity_chunks_avx2(a, opt, self_norm, sums))) {
+    cpu_baseline::propensity_chunks(a, opt, self_norm, sums);
+  }
+}
+
+// sndr's N / sum w, from a first pass over observed and propensity only (chunk order).
+double self_norm_factor(const PropensityArrays& a, const PropensityOptions& opt, std::vector<ChunkSums>& sums) {
+  const int widest = widest_build_allowed();
+  if (!(widest >= 2 && cpu_avx512::propensity_weight_chunks_avx512(a, opt, sums.data())) &&
+      !(widest >= 1 && cpu_avx2::propensity_weight_chunks_avx2(a, opt, sums.data()))) {
+    cpu_baseline::propensity_weight_chunks(a, opt, sums.data());
+  }
+  double total = 0.0;
+  for (const ChunkSums& s : sums) total += s.norm;
+  return propensity_self_norm(opt.n_rows, total);
+}
+}  // namespace
 
 void propensity_loss_cpu(const PropensityArrays& a, const PropensityOptions& opt) {
   check_propensity_options(opt, a);
   require(a.dtype == DType::kFloat32 || a.dtype == DType::kFloat64, "logits must be float32 or float64 on the CPU");
   std::vector<ChunkSums> sums((opt.n_rows + kPropensityChunk - 1) / kPropensityChunk);
-  // Widest build the processor runs: AVX-512 (~1.35x AVX2 here), AVX2 (~2x SSE2), baseline.
-  const int widest = widest_build_allowed();
-  if (!(widest >= 2 && cpu_avx512::propensity_chunks_avx512(a, opt, sums.data())) &&
-      !(widest >= 1 && cpu_avx2::propensity_chunks_avx2(a, opt, sums.data()))) {
-    cpu_baseline::propensity_chunks(a, opt, sums.data());
-  }
+  const double self_norm = opt.estimator == Estimator::kSndr ? self_norm_factor(a, opt, sums) : 0.0;
+  run_chunks(a, opt, self_norm, sums.data());
   ChunkSums total;
   for (const ChunkSums& s : sums) {  // chunk order: deterministic
     total.term += s.term;

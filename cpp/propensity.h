@@ -10,10 +10,17 @@
 //                           (rho10 = P(noisy 1 | clean 0), rho01 = P(noisy 0 | clean 1); for y in
 //                           {0, 1} this is the backward correction of Natarajan et al. 2013)
 //   weight                  w_i = o_i / max(p_i, p_min)            ("naive": w_i = o_i)
-//   row term r_i            naive, ips, snips: w_i l~_i
-//                           dr: e_i + w_i (l~_i - e_i),  e_i = q l1 + (1 - q) l0, q = sigmoid(h_i),
-//                           h_i the imputation logit (same layout as f)
-//   normaliser Z            naive: sum o_i;  ips, dr: N;  snips: sum w_i
+//   weight transform v_i    ips, snips, dr: w_i;  sg_ips, sg_dr: w_i / (1 - lambda + lambda w_i)
+//                           (Metelli et al. 2021);  dros: lambda w_i / (w_i^2 + lambda) (Su et al.
+//                           2020; w_i for lambda = inf);  switch_dr: w_i 1{w_i <= tau};
+//                           sndr: N w_i / sum_j w_j (0 when no row is observed)
+//   row term r_i            naive, ips, snips, sg_ips: v_i l~_i
+//                           dr, sndr, switch_dr, dros, sg_dr: e_i + v_i (l~_i - e_i),
+//                           e_i = q l1 + (1 - q) l0, q = sigmoid(h_i), h_i the imputation logit
+//                           (same layout as f)
+//                           dr_jl: w_i (l~_i - e_i)^2;  mrdr: o_i (1 - pc_i) / pc_i^2 (l~_i - e_i)^2,
+//                           pc_i = max(p_i, p_min) (imputation-model objectives)
+//   normaliser Z            naive: sum o_i;  snips: sum w_i;  every other estimator: N
 //   reduction               mean: sum r_i / Z (0 when Z = 0);  sum: sum r_i;  none: r_i per row
 //   nonnegative             mean/sum: max(0, loss), gradient 0 when it clamps; none: per row.
 // The kernel writes the loss and, on request, the per-row derivatives dr_i/df_i and dr_i/dh_i
@@ -24,12 +31,33 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 #include "common.h"
 
 namespace fk {
 
-enum class Estimator : int { kNaive = 0, kIps = 1, kSnips = 2, kDr = 3 };
+enum class Estimator : int {
+  kNaive = 0,
+  kIps = 1,
+  kSnips = 2,
+  kDr = 3,
+  kSndr = 4,
+  kSwitchDr = 5,
+  kDros = 6,
+  kSgIps = 7,
+  kSgDr = 8,
+  kDrJl = 9,
+  kMrdr = 10,
+};
+constexpr int kLastEstimator = 10;
+
+// Which inputs an estimator reads (compile-time, for the kernels' templates).
+constexpr bool estimator_uses_imputed(Estimator e) {
+  return e == Estimator::kDr || e == Estimator::kSndr || e == Estimator::kSwitchDr || e == Estimator::kDros ||
+         e == Estimator::kSgDr || e == Estimator::kDrJl || e == Estimator::kMrdr;
+}
+constexpr bool estimator_uses_propensity(Estimator e) { return e != Estimator::kNaive; }
 enum class Reduction : int { kMean = 0, kSum = 1, kNone = 2 };
 
 struct PropensityOptions {
@@ -43,6 +71,8 @@ struct PropensityOptions {
   bool nonnegative = false;
   bool want_grad = false;
   double grad_prescale = 1.0;  // multiplies the written derivatives (> 0)
+  double tau = std::numeric_limits<double>::infinity();     // switch_dr: rows with w > tau keep the imputation only (>= 0, may be inf)
+  double lambda_ = 0.0;        // dros: shrinkage in [0, inf];  sg_ips / sg_dr: in [0, 1]
 };
 
 // Contiguous arrays; optional inputs are nullptr.
@@ -51,11 +81,11 @@ struct PropensityArrays {
   const void* labels = nullptr;      // [N], dtype, values in [0, 1]
   const void* observed = nullptr;    // [N], uint8/bool (0/1) or dtype (0.0/1.0)
   const void* propensity = nullptr;  // [N], dtype, (0, 1]; may be nullptr for "naive"
-  const void* imputed = nullptr;     // like logits; "dr" only
+  const void* imputed = nullptr;     // like logits; the estimators of estimator_uses_imputed only
   void* loss = nullptr;              // [1] (mean/sum) or [N] (none), dtype
   void* grad_scale = nullptr;        // [1], dtype; written when want_grad
   void* grad_logits = nullptr;       // like logits; written when want_grad
-  void* grad_imputed = nullptr;      // like imputed; written when want_grad and "dr"
+  void* grad_imputed = nullptr;      // like imputed; written when want_grad and imputed is read
   DType dtype = DType::kFloat32;
   DType observed_dtype = DType::kUInt8;
 };
@@ -103,15 +133,22 @@ inline void check_propensity_options(const PropensityOptions& opt, const Propens
   require(opt.p_min >= 0.0 && opt.p_min <= 1.0, "p_min must lie in [0, 1]");
   require(opt.grad_prescale > 0.0, "grad_prescale must be positive");
   const int e = static_cast<int>(opt.estimator), r = static_cast<int>(opt.reduction);
-  require(e >= 0 && e <= 3, "unknown estimator code");
+  require(e >= 0 && e <= kLastEstimator, "unknown estimator code");
+  require(opt.estimator != Estimator::kSwitchDr || opt.tau >= 0.0, "tau must be >= 0 (may be inf)");
+  require(opt.estimator != Estimator::kDros || opt.lambda_ >= 0.0, "lambda_ must be >= 0 for dros (may be inf)");
+  require((opt.estimator != Estimator::kSgIps && opt.estimator != Estimator::kSgDr) ||
+              (opt.lambda_ >= 0.0 && opt.lambda_ <= 1.0),
+          "lambda_ must lie in [0, 1] for sg_ips and sg_dr");
   require(r >= 0 && r <= 2, "unknown reduction code");
   const bool rows = opt.n_rows > 0;
   require(!rows || (a.logits && a.labels && a.observed && a.loss), "logits, labels, observed and the loss are required");
-  require(!rows || opt.estimator == Estimator::kNaive || a.propensity, "propensity is required by ips, snips and dr");
-  require(!rows || opt.estimator != Estimator::kDr || a.imputed, "imputed_logits are required by dr");
+  const bool imputed = estimator_uses_imputed(opt.estimator);
+  require(!rows || !estimator_uses_propensity(opt.estimator) || a.propensity,
+          "propensity is required by every estimator but naive");
+  require(!rows || !imputed || a.imputed, "imputed_logits are required by this estimator");
   require(!opt.want_grad || a.grad_scale, "grad_scale output missing");
   require(!rows || !opt.want_grad || a.grad_logits, "grad_logits output missing");
-  require(!rows || !opt.want_grad || opt.estimator != Estimator::kDr || a.grad_imputed, "grad_imputed output missing");
+  require(!rows || !opt.want_grad || !imputed || a.grad_imputed, "grad_imputed output missing");
   const bool byte_obs = a.observed_dtype == DType::kBool || a.observed_dtype == DType::kUInt8;
   require(byte_obs || a.observed_dtype == a.dtype, "observed must be bool/uint8 or have the dtype of logits");
 }

@@ -10,7 +10,14 @@ void bind_propensity_types(py::module_& m) {
       .value("naive", Estimator::kNaive)
       .value("ips", Estimator::kIps)
       .value("snips", Estimator::kSnips)
-      .value("dr", Estimator::kDr);
+      .value("dr", Estimator::kDr)
+      .value("sndr", Estimator::kSndr)
+      .value("switch_dr", Estimator::kSwitchDr)
+      .value("dros", Estimator::kDros)
+      .value("sg_ips", Estimator::kSgIps)
+      .value("sg_dr", Estimator::kSgDr)
+      .value("dr_jl", Estimator::kDrJl)
+      .value("mrdr", Estimator::kMrdr);
   py::enum_<Reduction>(m, "Reduction", "How the row terms are reduced.")
       .value("mean", Reduction::kMean)
       .value("sum", Reduction::kSum)
@@ -27,7 +34,9 @@ void bind_propensity_types(py::module_& m) {
       .def_readwrite("p_min", &PropensityOptions::p_min)
       .def_readwrite("nonnegative", &PropensityOptions::nonnegative)
       .def_readwrite("want_grad", &PropensityOptions::want_grad)
-      .def_readwrite("grad_prescale", &PropensityOptions::grad_prescale);
+      .def_readwrite("grad_prescale", &PropensityOptions::grad_prescale)
+      .def_readwrite("tau", &PropensityOptions::tau)
+      .def_readwrite("lambda_", &PropensityOptions::lambda_);
 
   py::class_<PropensityArrays> arrays(m, "PropensityArrays", "fk::PropensityArrays (cpp/propensity.h).");
   arrays.def(py::init<>())

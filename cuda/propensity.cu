@@ -1,6 +1,8 @@
 // CUDA implementation of the propensity-weighted loss contract in ../cpp/propensity.h.
 //
-// Two kernels on the caller's stream, no device synchronisation, no atomics:
+// Two kernels on the caller's stream (four for sndr, whose weight sum a first pass over
+// observed and propensity finds: weight_rows, weight_finish), no device synchronisation, no
+// atomics:
 //   1. rows: a grid-stride loop over the rows (grid size a function of N only) computes the
 //      per-row formulas of propensity_math.h, writes the per-row outputs (rows of "none",
 //      unscaled derivatives) and reduces the row terms, the normaliser and the validity flags
@@ -102,11 +104,54 @@ __device__ __forceinline__ void block_tree_reduce(V* term, V* norm, int* invalid
   }
 }
 
+// sndr, first pass: the sum of the clipped weights per block (fixed tree order, as the rows).
+template <typename T, typename ObsT>
+__global__ void __launch_bounds__(kThreads) weight_rows(PropensityArrays a, PropensityOptions opt,
+                                                        Partials<typename Accumulator<T>::type> partials) {
+  using R = Compute<T>;
+  using Acc = typename Accumulator<T>::type;
+  const T* p = static_cast<const T*>(a.propensity);
+  const ObsT* o = static_cast<const ObsT*>(a.observed);
+  const R p_min = static_cast<R>(opt.p_min);
+  Acc sum = Acc(0);
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < opt.n_rows; i += stride) {
+    const R pk = load(p, i);
+    sum += static_cast<Acc>(observed_value<ObsT, R>(o, i) / (pk > p_min ? pk : p_min));
+  }
+  __shared__ Acc s_term[kThreads];
+  __shared__ Acc s_norm[kThreads];
+  __shared__ int s_invalid[kThreads];
+  s_term[threadIdx.x] = Acc(0);
+  s_norm[threadIdx.x] = sum;
+  s_invalid[threadIdx.x] = 0;
+  block_tree_reduce(s_term, s_norm, s_invalid);
+  if (threadIdx.x == 0) partials.norm[blockIdx.x] = s_norm[0];
+}
+
+// sndr: one block combines the weight partials (double, fixed order) into N / sum w.
+template <typename Acc>
+__global__ void __launch_bounds__(kThreads) weight_finish(PropensityOptions opt, Partials<Acc> partials,
+                                                          int n_blocks, double* self_norm) {
+  __shared__ double s_term[kThreads];
+  __shared__ double s_norm[kThreads];
+  __shared__ int s_invalid[kThreads];
+  double norm = 0.0;
+  for (int b = threadIdx.x; b < n_blocks; b += kThreads) norm += static_cast<double>(partials.norm[b]);
+  s_term[threadIdx.x] = 0.0;
+  s_norm[threadIdx.x] = norm;
+  s_invalid[threadIdx.x] = 0;
+  block_tree_reduce(s_term, s_norm, s_invalid);
+  if (threadIdx.x == 0) *self_norm = propensity_self_norm(opt.n_rows, s_norm[0]);
+}
+
+// self_norm: sndr's factor in device memory (written by weight_finish); nullptr otherwise.
 template <Estimator E, typename T, typename ObsT, bool Pair>
 __global__ void __launch_bounds__(kThreads) propensity_rows(PropensityArrays a, PropensityOptions opt,
-                                                            RowConstants<Compute<T>> c,
+                                                            RowConstants<Compute<T>> c, const double* self_norm,
                                                             Partials<typename Accumulator<T>::type> partials) {
   using R = Compute<T>;
+  if constexpr (E == Estimator::kSndr) c.self_norm = static_cast<R>(*self_norm);
   using Acc = typename Accumulator<T>::type;
   const T* f = static_cast<const T*>(a.logits);
   const T* h = static_cast<const T*>(a.imputed);
@@ -129,22 +174,22 @@ __global__ void __launch_bounds__(kThreads) propensity_rows(PropensityArrays a, 
       const R f0 = load(f, 2 * i), f1 = load(f, 2 * i + 1);
       bad |= (finite(f0) && finite(f1)) ? 0 : kBadLogits;
       z = f0 - f1;
-      if constexpr (E == Estimator::kDr) {
+      if constexpr (estimator_uses_imputed(E)) {
         const R h0 = load(h, 2 * i), h1 = load(h, 2 * i + 1);
         bad |= (finite(h0) && finite(h1)) ? 0 : kBadImputed;
         hk = h0 - h1;
       }
     } else {
       z = load(f, i);
-      if constexpr (E == Estimator::kDr) hk = load(h, i);
+      if constexpr (estimator_uses_imputed(E)) hk = load(h, i);
     }
     bad |= finite(z) ? 0 : kBadLogits;
-    if constexpr (E == Estimator::kDr) bad |= finite(hk) ? 0 : kBadImputed;
+    if constexpr (estimator_uses_imputed(E)) bad |= finite(hk) ? 0 : kBadImputed;
     const R yk = load(y, i);
     bad |= (yk >= R(0) && yk <= R(1)) ? 0 : kBadLabels;
     const R ok = observed_value<ObsT, R>(o, i);
     bad |= valid_observed<ObsT, R>(ok, o[i]) ? 0 : kBadObserved;
-    if constexpr (E != Estimator::kNaive) {
+    if constexpr (estimator_uses_propensity(E)) {
       pk = load(p, i);
       bad |= (pk > R(0) && pk <= R(1)) ? 0 : kBadPropensity;
     }
@@ -169,13 +214,13 @@ __global__ void __launch_bounds__(kThreads) propensity_rows(PropensityArrays a, 
       if constexpr (Pair) {
         df[2 * i] = from_value<T>(r.d_logit);
         df[2 * i + 1] = from_value<T>(-r.d_logit);
-        if constexpr (E == Estimator::kDr) {
+        if constexpr (estimator_uses_imputed(E)) {
           dh[2 * i] = from_value<T>(r.d_impute);
           dh[2 * i + 1] = from_value<T>(-r.d_impute);
         }
       } else {
         df[i] = from_value<T>(r.d_logit);
-        if constexpr (E == Estimator::kDr) dh[i] = from_value<T>(r.d_impute);
+        if constexpr (estimator_uses_imputed(E)) dh[i] = from_value<T>(r.d_impute);
       }
     }
   }
@@ -232,14 +277,20 @@ void launch(const PropensityArrays& a, const PropensityOptions& opt, cudaStream_
   using Acc = typename Accumulator<T>::type;
   // The grid depends on N only (never on the device), so the reduction order is fixed.
   const int blocks = blocks_for(opt.n_rows, kThreads, kMaxBlocks);
-  StreamBuffer scratch(static_cast<size_t>(blocks) * (2 * sizeof(Acc) + sizeof(int)), stream);
-  Partials<Acc> partials{scratch.as<Acc>(), scratch.as<Acc>() + blocks,
-                         reinterpret_cast<int*>(scratch.as<Acc>() + 2 * blocks)};
-  const double d = 1.0 - opt.rho10 - opt.rho01;
-  const RowConstants<R> c{static_cast<R>(opt.rho10), static_cast<R>(1.0 / d), static_cast<R>(1.0 - opt.rho01),
-                          static_cast<R>(opt.p_min), static_cast<R>(opt.grad_prescale)};
+  // Scratch: the self-normalisation factor (a double, first: aligned), then the partials.
+  StreamBuffer scratch(sizeof(double) + static_cast<size_t>(blocks) * (2 * sizeof(Acc) + sizeof(int)), stream);
+  double* self_norm = scratch.as<double>();
+  Acc* acc = reinterpret_cast<Acc*>(self_norm + 1);
+  Partials<Acc> partials{acc, acc + blocks, reinterpret_cast<int*>(acc + 2 * blocks)};
+  const RowConstants<R> c = row_constants<R>(opt, 0.0);
   if (opt.n_rows > 0) {
-    propensity_rows<E, T, ObsT, Pair><<<blocks, kThreads, 0, stream>>>(a, opt, c, partials);
+    if constexpr (E == Estimator::kSndr) {
+      weight_rows<T, ObsT><<<blocks, kThreads, 0, stream>>>(a, opt, partials);
+      check(cudaGetLastError(), "weight_rows launch");
+      weight_finish<Acc><<<1, kThreads, 0, stream>>>(opt, partials, blocks, self_norm);
+      check(cudaGetLastError(), "weight_finish launch");
+    }
+    propensity_rows<E, T, ObsT, Pair><<<blocks, kThreads, 0, stream>>>(a, opt, c, self_norm, partials);
     check(cudaGetLastError(), "propensity_rows launch");
   }
   const int finished_blocks = opt.n_rows > 0 ? blocks : 0;
@@ -262,10 +313,11 @@ void dispatch_layout(const PropensityArrays& a, const PropensityOptions& opt, cu
 template <typename T>
 void dispatch_estimator(const PropensityArrays& a, const PropensityOptions& opt, cudaStream_t stream) {
   switch (opt.estimator) {
-    case Estimator::kNaive: return dispatch_layout<Estimator::kNaive, T>(a, opt, stream);
-    case Estimator::kIps: return dispatch_layout<Estimator::kIps, T>(a, opt, stream);
-    case Estimator::kSnips: return dispatch_layout<Estimator::kSnips, T>(a, opt, stream);
-    case Estimator::kDr: return dispatch_layout<Estimator::kDr, T>(a, opt, stream);
+#define FK_CASE(e) \
+  case Estimator::e: return dispatch_layout<Estimator::e, T>(a, opt, stream);
+    FK_CASE(kNaive) FK_CASE(kIps) FK_CASE(kSnips) FK_CASE(kDr) FK_CASE(kSndr) FK_CASE(kSwitchDr) FK_CASE(kDros)
+    FK_CASE(kSgIps) FK_CASE(kSgDr) FK_CASE(kDrJl) FK_CASE(kMrdr)
+#undef FK_CASE
   }
 }
 

@@ -29,8 +29,44 @@ def surrogate(z, y, rho10, rho01):
     return y * if_one + (1.0 - y) * if_zero
 
 
+DOUBLY_ROBUST = ("dr", "sndr", "switch_dr", "dros", "sg_dr")
+IMPUTATION_OBJECTIVES = ("dr_jl", "mrdr")
+
+
+def subgaussian_weight(w, lambda_):
+    """Metelli, Russo, Restelli, "Subgaussian and Differentiable Importance Sampling for
+    Off-Policy Evaluation and Learning", NeurIPS 2021: the corrected weight
+    w_lambda = w / ((1 - lambda) + lambda w), lambda in [0, 1] (lambda = 0: w; lambda = 1: 1 on
+    every row with w > 0).  A row with w = 0 keeps weight 0 (the formula is 0 / 0 at lambda = 1)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(w == 0, 0.0, w / ((1.0 - lambda_) + lambda_ * w))
+
+
+def shrinkage_weight(w, lambda_):
+    """Su, Dimakopoulou, Krishnamurthy, Dudik, "Doubly robust off-policy evaluation with
+    shrinkage", ICML 2020 (optimistic shrinkage): lambda w / (w^2 + lambda); lambda = inf is w."""
+    if np.isinf(lambda_):
+        return w
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(w == 0, 0.0, lambda_ * w / (w * w + lambda_))
+
+
+def estimator_weight(w, estimator, tau=None, lambda_=None):
+    """The weight v each estimator puts in place of w."""
+    if estimator == "sndr":
+        total = w.sum()
+        return w * (w.shape[0] / total) if total > 0 else np.zeros_like(w)
+    if estimator == "switch_dr":
+        return np.where(w <= tau, w, 0.0)
+    if estimator == "dros":
+        return shrinkage_weight(w, lambda_)
+    if estimator in ("sg_ips", "sg_dr"):
+        return subgaussian_weight(w, lambda_)
+    return w
+
+
 def reference_loss(logits, labels, observed, propensity=None, imputed=None, *, base="bce", estimator="ips",
-                   rho10=0.0, rho01=0.0, p_min=0.1, reduction="mean", nonnegative=False):
+                   rho10=0.0, rho01=0.0, p_min=0.1, reduction="mean", nonnegative=False, tau=None, lambda_=None):
     """Returns (loss, d loss / d logits, d loss / d imputed or None) in float64."""
     f = np.asarray(logits, dtype=np.float64)
     pair = base == "bt" and f.ndim == 2
@@ -48,17 +84,30 @@ def reference_loss(logits, labels, observed, propensity=None, imputed=None, *, b
     else:
         w = o / np.maximum(np.asarray(propensity, dtype=np.float64), p_min)
     dh = None
-    if estimator == "dr":
+    v = estimator_weight(w, estimator, tau, lambda_)
+    if estimator in DOUBLY_ROBUST + IMPUTATION_OBJECTIVES:
         hh = np.asarray(imputed, dtype=np.float64)
         h = hh[:, 0] - hh[:, 1] if pair else hh
         q = sigmoid(h)
         e = base_loss(z, q)
-        terms = e + w * (lt - e)
-        dz = (s - q) + w * (dlt - (s - q))
-        dh = (1 - w) * (softplus(-z) - softplus(z)) * q * (1 - q)
+        de_dz = s - q
+        de_dh = (softplus(-z) - softplus(z)) * q * (1 - q)
+        if estimator in DOUBLY_ROBUST:
+            terms = e + v * (lt - e)
+            dz = de_dz + v * (dlt - de_dz)
+            dh = (1 - v) * de_dh
+        else:
+            if estimator == "dr_jl":
+                m = w
+            else:  # mrdr: (1 - p) / p^2 on observed rows, p clipped at p_min
+                pc = np.maximum(np.asarray(propensity, dtype=np.float64), p_min)
+                m = o * (1 - pc) / pc**2
+            terms = m * (lt - e) ** 2
+            dz = 2 * m * (lt - e) * (dlt - de_dz)
+            dh = -2 * m * (lt - e) * de_dh
     else:
-        terms = w * lt
-        dz = w * dlt
+        terms = v * lt
+        dz = v * dlt
     if reduction == "none":
         if nonnegative:
             neg = terms < 0

@@ -28,7 +28,7 @@ from torch.autograd.function import once_differentiable
 from . import _arrays
 from .advantage import AdvantageOptions, compute_group_advantages, validated_options
 from .bandits.policies import STATE_FIELDS, bound_options, select_arms, state_struct, update_state
-from .propensity import PropensityOptions, compute_propensity_loss, logits_shape_ok
+from .propensity import IMPUTED_ESTIMATORS, PropensityOptions, compute_propensity_loss, logits_shape_ok
 
 # ------------------------------------------------------------------------------------------
 # Group advantages
@@ -169,16 +169,18 @@ def propensity_loss_op(
     p_min: float,
     reduction: str,
     nonnegative: bool,
+    tau: Optional[float],
+    lambda_: Optional[float],
 ) -> torch.Tensor:
-    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
+    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative, tau, lambda_)
     return cast(torch.Tensor,
                 compute_propensity_loss(logits, labels, observed, propensity, imputed_logits, options, False)[0])
 
 
 @propensity_loss_op.register_fake
 def _(logits, labels, observed, propensity, imputed_logits, base, estimator, rho10, rho01, p_min, reduction,
-      nonnegative):
-    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
+      nonnegative, tau, lambda_):
+    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative, tau, lambda_)
     _check_fake(logits, imputed_logits, options)
     return logits.new_empty(_loss_shape(logits, reduction))
 
@@ -197,10 +199,13 @@ def propensity_loss_fused_op(
     p_min: float,
     reduction: str,
     nonnegative: bool,
+    tau: Optional[float],
+    lambda_: Optional[float],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, grad_scale, grad_logits, grad_imputed); the derivatives are unscaled (see
-    fairkernels.propensity.compute_propensity_loss); grad_imputed is empty unless "dr"."""
-    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
+    fairkernels.propensity.compute_propensity_loss); grad_imputed is empty unless the estimator
+    reads the imputation logits."""
+    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative, tau, lambda_)
     loss, scale, df, dh = compute_propensity_loss(
         logits, labels, observed, propensity, imputed_logits, options, True
     )
@@ -210,10 +215,10 @@ def propensity_loss_fused_op(
 
 @propensity_loss_fused_op.register_fake
 def _(logits, labels, observed, propensity, imputed_logits, base, estimator, rho10, rho01, p_min, reduction,
-      nonnegative):
-    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
+      nonnegative, tau, lambda_):
+    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative, tau, lambda_)
     _check_fake(logits, imputed_logits, options)
-    dh = torch.empty_like(logits) if estimator == "dr" else logits.new_empty((0,))
+    dh = torch.empty_like(logits) if estimator in IMPUTED_ESTIMATORS else logits.new_empty((0,))
     return logits.new_empty(_loss_shape(logits, reduction)), logits.new_empty(()), torch.empty_like(logits), dh
 
 
@@ -240,7 +245,7 @@ def _backward(ctx, grad_loss, _grad_scale, _grad_df, _grad_dh):
     scale, df, dh = ctx.saved_tensors
     factor = gradient_factor(grad_loss, scale, ctx.per_row, ctx.pairwise)
     grad_imputed = dh * factor if ctx.has_imputed else None
-    return df * factor, None, None, None, grad_imputed, None, None, None, None, None, None, None
+    return df * factor, None, None, None, grad_imputed, None, None, None, None, None, None, None, None, None
 
 
 propensity_loss_fused_op.register_autograd(_backward, setup_context=_setup_context)

@@ -15,11 +15,21 @@ Formulas (row i; ``z`` the logit, or for ``base="bt"`` the difference first - se
 * weights ``w_i = o_i / max(p_i, p_min)``;
 * estimators: ``naive`` mean of l~ over observed rows; ``ips`` ``sum w l~ / N``;
   ``snips`` ``sum w l~ / sum w``; ``dr`` ``sum [e + w (l~ - e)] / N`` with the imputed loss
-  ``e = l(z, sigmoid(h))`` against the imputation logit ``h``.
+  ``e = l(z, sigmoid(h))`` against the imputation logit ``h``;
+* beyond the paper (off-policy estimators as training losses): ``sndr``
+  ``sum e / N + sum w (l~ - e) / sum w``; ``switch_dr`` (``tau``) dr with ``w 1{w <= tau}``;
+  ``dros`` (``lambda_``, Su et al. 2020) dr with ``lambda w / (w^2 + lambda)``; ``sg_ips`` /
+  ``sg_dr`` (``lambda_`` in [0, 1], Metelli et al. 2021) ips / dr with
+  ``w / (1 - lambda + lambda w)``;
+* imputation-model objectives (train the imputation logits ``h`` with them): ``dr_jl``
+  ``sum w (l~ - e)^2 / N`` and ``mrdr`` ``sum o (1 - pc) / pc^2 (l~ - e)^2 / N`` with
+  ``pc = max(p, p_min)``.  ``l~`` is the row loss the estimators use (the plain loss when no
+  noise correction is asked for).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Tuple, Union
 
@@ -33,6 +43,14 @@ Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
 BASES = ("bce", "bt")
 ESTIMATORS = tuple(_core.Estimator.__members__)
 REDUCTIONS = tuple(_core.Reduction.__members__)
+# Estimators that read the imputation logits (and give them a gradient).
+IMPUTED_ESTIMATORS = ("dr", "sndr", "switch_dr", "dros", "sg_dr", "dr_jl", "mrdr")
+# The hyper-parameter each estimator needs, if any.
+_TAU_ESTIMATORS = ("switch_dr",)
+_LAMBDA_ESTIMATORS = ("dros", "sg_ips", "sg_dr")
+
+EstimatorName = Literal["naive", "ips", "snips", "dr", "sndr", "switch_dr", "dros", "sg_ips", "sg_dr", "dr_jl",
+                        "mrdr"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +64,8 @@ class PropensityOptions:
     p_min: float = 0.1
     reduction: str = "mean"
     nonnegative: bool = False
+    tau: Optional[float] = None
+    lambda_: Optional[float] = None
 
     def __post_init__(self) -> None:
         choice(self.base, "base", BASES)
@@ -60,9 +80,29 @@ class PropensityOptions:
             )
         object.__setattr__(self, "p_min", real(self.p_min, "p_min", 0.0, 1.0))
         boolean(self.nonnegative, "nonnegative")
+        self._check_hyper_parameters()
+
+    def _check_hyper_parameters(self) -> None:
+        """tau is required by switch_dr and lambda_ by dros / sg_ips / sg_dr; giving either to an
+        estimator that does not use it is an error (it would silently do nothing)."""
+        for name, users in (("tau", _TAU_ESTIMATORS), ("lambda_", _LAMBDA_ESTIMATORS)):
+            value = getattr(self, name)
+            if self.estimator in users and value is None:
+                raise ValueError(f"{name} is required by estimator={self.estimator!r}")
+            if self.estimator not in users and value is not None:
+                raise ValueError(f"{name} is only used by estimator {' / '.join(map(repr, users))}, "
+                                 f"not by {self.estimator!r}")
+        if self.tau is not None:  # the threshold may be inf (switch_dr = dr)
+            object.__setattr__(self, "tau", real(self.tau, "tau", 0.0, finite=False))
+        if self.lambda_ is not None:
+            if self.estimator == "dros":  # lambda_ = inf: no shrinkage (dros = dr)
+                object.__setattr__(self, "lambda_", real(self.lambda_, "lambda_", 0.0, finite=False))
+            else:
+                object.__setattr__(self, "lambda_", real(self.lambda_, "lambda_", 0.0, 1.0))
 
     def as_tuple(self) -> tuple:
-        return (self.base, self.estimator, self.rho10, self.rho01, self.p_min, self.reduction, self.nonnegative)
+        return (self.base, self.estimator, self.rho10, self.rho01, self.p_min, self.reduction, self.nonnegative,
+                self.tau, self.lambda_)
 
 
 @dataclass(frozen=True)
@@ -115,19 +155,21 @@ def check_arrays(logits, labels, observed, propensity, imputed_logits, options: 
     elif options.estimator != "naive":
         raise ValueError(f"propensity is required by estimator={options.estimator!r}")
     h = None
-    if options.estimator == "dr":
+    if options.estimator in IMPUTED_ESTIMATORS:
         if imputed_logits is None:
-            raise ValueError("imputed_logits are required by estimator='dr'")
+            raise ValueError(f"imputed_logits are required by estimator={options.estimator!r}")
         h = _arrays.take(imputed_logits, "imputed_logits", like=f, shape=tuple(f.shape), dtypes=(f.dtype,),
                          convert=same_float, context=" (the shape of logits)")
     elif imputed_logits is not None:
-        raise ValueError(f"imputed_logits are only used by estimator='dr', not {options.estimator!r}")
+        raise ValueError(f"imputed_logits are only used by estimators {', '.join(IMPUTED_ESTIMATORS)}, "
+                         f"not {options.estimator!r}")
     return _Checked(f, y, o, p, h, len(f.shape) == 2)
 
 
 def _grad_prescale(options: PropensityOptions, n_rows: int) -> float:
-    """1/N for the "mean" of ips and dr (normaliser known in advance), else 1."""
-    if options.reduction == "mean" and options.estimator in ("ips", "dr") and n_rows > 0:
+    """1/N for the "mean" of every estimator but naive and snips (normaliser N, known in
+    advance), else 1."""
+    if options.reduction == "mean" and options.estimator not in ("naive", "snips") and n_rows > 0:
         return 1.0 / n_rows
     return 1.0
 
@@ -149,6 +191,8 @@ def _kernel_options(c: _Checked, options: PropensityOptions, want_grad: bool) ->
     o.nonnegative = options.nonnegative
     o.want_grad = want_grad
     o.grad_prescale = _grad_prescale(options, c.n_rows)
+    o.tau = options.tau if options.tau is not None else math.inf
+    o.lambda_ = options.lambda_ if options.lambda_ is not None else 0.0
     return o
 
 
@@ -160,7 +204,8 @@ def compute_propensity_loss(
     reduction "none", where grad_scale is 1).  Where the normaliser of "mean" is known before
     the pass (ips and dr: N) the kernel already applies it and grad_scale is 1 (0 when the
     non-negative clamp is active), so the common case needs no second pass over the gradients.
-    The gradients are None unless want_grad; grad_imputed is None unless estimator "dr"."""
+    The gradients are None unless want_grad; grad_imputed is None unless the estimator reads
+    imputed_logits (IMPUTED_ESTIMATORS)."""
     c = check_arrays(logits, labels, observed, propensity, imputed_logits, options)
     f = c.logits
     loss = _arrays.fresh(f, (c.n_rows,) if options.reduction == "none" else (), f.dtype, "loss")
@@ -192,12 +237,14 @@ def propensity_loss(
     imputed_logits: Optional[Array] = None,
     *,
     base: Literal["bce", "bt"] = "bce",
-    estimator: Literal["naive", "ips", "snips", "dr"] = "ips",
+    estimator: EstimatorName = "ips",
     rho10: float = 0.0,
     rho01: float = 0.0,
     p_min: float = 0.1,
     reduction: Literal["mean", "sum", "none"] = "mean",
     nonnegative: bool = False,
+    tau: Optional[float] = None,
+    lambda_: Optional[float] = None,
     return_grad: bool = False,
 ) -> Union[Array, Tuple[Array, Array, Optional[Array]]]:
     """Propensity-weighted, noise-aware loss of a reward model on observational feedback.
@@ -212,27 +259,37 @@ def propensity_loss(
         observed: ``[N]`` 1 where feedback was given, 0 elsewhere (bool, uint8 or float).
         propensity: ``[N]`` P(observed | x) in (0, 1]; clipped below at ``p_min``.  Required
             by ips, snips and dr; ignored (not read) by naive.
-        imputed_logits: the imputation model's logits, same shape as ``logits``; dr only.
+        imputed_logits: the imputation model's logits, same shape as ``logits``; read by
+            (and only allowed for) dr, sndr, switch_dr, dros, sg_dr, dr_jl and mrdr.
         base: "bce" (pointwise) or "bt" (pairwise Bradley-Terry).
-        estimator: "naive" (mean over observed rows), "ips", "snips" or "dr" (see module doc).
+        estimator: "naive" (mean over observed rows), "ips", "snips", "dr", "sndr",
+            "switch_dr", "dros", "sg_ips", "sg_dr", or the imputation objectives "dr_jl" and
+            "mrdr" (see the module doc for each formula).
         rho10: label flip rate P(noisy 1 | clean 0).  rho10 = rho01 = 0: no correction.
         rho01: label flip rate P(noisy 0 | clean 1).  Needs 1 - rho10 - rho01 > 0.
         p_min: propensities below it are raised to it (weights at most 1 / p_min).  With
             ``p_min=0`` a tiny (e.g. denormal) propensity can make a weight overflow the
             dtype: that is an error, see below.
         reduction: "mean" (the estimator's value: divided by the observed count for naive, by
-            N for ips and dr, by the sum of weights for snips), "sum" (sum of the row terms,
-            not normalised) or "none" (the row terms: ``w_i l~_i``, or ``e_i + w_i (l~_i - e_i)``
-            for dr).
+            the sum of weights for snips, by N for every other estimator), "sum" (sum of the
+            row terms, not normalised) or "none" (the row terms: ``v_i l~_i`` for the ips
+            family, ``e_i + v_i (l~_i - e_i)`` for the dr family, where ``v_i`` is the
+            estimator's weight, for sndr ``N w_i / sum w``; ``m_i (l~_i - e_i)^2`` for dr_jl
+            and mrdr).
         nonnegative: clamp the reduced loss at 0 (gradient 0 when clamped; per row for
             "none").  The noise-corrected loss can be negative, and minimising a negative risk
             with a flexible model diverges.
+        tau: switch_dr's threshold (required there, >= 0, may be inf = dr): rows whose weight
+            exceeds it keep only the imputed loss.  OBP's name.
+        lambda_: dros' shrinkage (required there, >= 0, may be inf = dr; 0 = the imputation
+            alone) or sg_ips / sg_dr's sub-Gaussian parameter (required there, in [0, 1];
+            0 = ips / dr).  OBP's name (a trailing underscore: ``lambda`` is a keyword).
         return_grad: also return the gradients of the loss (of the sum of the rows for "none").
 
     Returns:
         The loss (0-d array, or ``[N]`` for "none") in the library, device and dtype of
         ``logits``; with ``return_grad`` the tuple ``(loss, grad_logits, grad_imputed)``, where
-        ``grad_imputed`` is None except for dr.
+        ``grad_imputed`` is None unless the estimator reads ``imputed_logits``.
 
     Defined edge cases: empty input gives loss 0.  A batch without observed rows gives 0 and
     zero gradients for naive, ips and snips (nothing to learn from); dr then gives the mean
@@ -243,7 +300,7 @@ def propensity_loss(
     gradients) a row derivative beyond the dtype, a float64 sum that overflows, or a reduced
     loss beyond the dtype (ValueError "... overflows the logits' dtype ..." on the CPU).
     """
-    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
+    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative, tau, lambda_)
     if _arrays.is_torch_tensor(logits):
         from ._torch_ops import propensity_loss_torch
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ._torch_ops import propensity_loss_torch
-from .propensity import PropensityOptions
+from .propensity import EstimatorName, PropensityOptions
 
 __all__ = ["CausalRMLoss"]
 
@@ -26,8 +26,11 @@ class CausalRMLoss(nn.Module):
             ``[N, 2]`` = (first, second) response scores with label 1 meaning the first won, or
             ``[N]`` holding the difference first - second).
         estimator: "naive" (mean over observed rows), "ips" (sum w l~ / N), "snips"
-            (sum w l~ / sum w) or "dr" (doubly robust; needs ``imputed_logits``), with
-            ``w = observed / max(propensity, p_min)``.
+            (sum w l~ / sum w), "dr" (doubly robust; needs ``imputed_logits``), with
+            ``w = observed / max(propensity, p_min)``; beyond the paper "sndr", "switch_dr"
+            (``tau``), "dros" (``lambda_``), "sg_ips" / "sg_dr" (``lambda_`` in [0, 1]), and the
+            imputation-model objectives "dr_jl" and "mrdr" (see
+            :func:`fairkernels.propensity_loss`).
         rho10: label flip rate P(noisy 1 | clean 0).
         rho01: label flip rate P(noisy 0 | clean 1) (our order is the paper's: rho10 is the
             0 -> 1 flip; some public code swaps them).  0, 0 disables the correction; needs
@@ -36,6 +39,9 @@ class CausalRMLoss(nn.Module):
         reduction: "mean" (the estimator), "sum" (unnormalised sum of row terms) or "none".
         nonnegative: clamp the reduced loss at 0 with zero gradient when clamped (nnPU-style;
             keeps a flexible model from driving the corrected risk negative and diverging).
+        tau: switch_dr's weight threshold (required by it, >= 0, may be inf).
+        lambda_: dros' shrinkage (>= 0, may be inf) or sg_ips / sg_dr's parameter in [0, 1]
+            (required by them).
 
     ``forward(logits, labels, observed, propensity=None, imputed_logits=None)``: labels are the
     noisy labels in [0, 1] (values on unobserved rows are ignored but must be in [0, 1]),
@@ -47,15 +53,17 @@ class CausalRMLoss(nn.Module):
     def __init__(
         self,
         base: Literal["bce", "bt"] = "bce",
-        estimator: Literal["naive", "ips", "snips", "dr"] = "ips",
+        estimator: EstimatorName = "ips",
         rho10: float = 0.0,
         rho01: float = 0.0,
         p_min: float = 0.1,
         reduction: Literal["mean", "sum", "none"] = "mean",
         nonnegative: bool = False,
+        tau: Optional[float] = None,
+        lambda_: Optional[float] = None,
     ) -> None:
         super().__init__()
-        self.options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
+        self.options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative, tau, lambda_)
 
     def forward(
         self,
@@ -72,4 +80,6 @@ class CausalRMLoss(nn.Module):
         return (
             f"base={o.base!r}, estimator={o.estimator!r}, rho10={o.rho10}, rho01={o.rho01}, p_min={o.p_min}, "
             f"reduction={o.reduction!r}, nonnegative={o.nonnegative}"
+            + (f", tau={o.tau}" if o.tau is not None else "")
+            + (f", lambda_={o.lambda_}" if o.lambda_ is not None else "")
         )
