@@ -59,6 +59,18 @@ constexpr bool estimator_uses_imputed(Estimator e) {
 }
 constexpr bool estimator_uses_propensity(Estimator e) { return e != Estimator::kNaive; }
 enum class Reduction : int { kMean = 0, kSum = 1, kNone = 2 };
+// How the row loss is formed (PropensityOptions::loss):
+//   kSurrogate: BCE (or Bradley-Terry) with the backward noise correction (the default);
+//   kForward:   BCE of the noisy label against q = (1 - rho01) sigmoid(z) + rho10 (1 - sigmoid(z))
+//               (forward correction, Patrini et al. 2017); the imputed loss is the same loss
+//               against the label sigmoid(h);
+//   kMse:       (sigmoid(z) - y)^2 for ratings y in [0, 1] (pointwise, no noise correction).
+enum class LossKind : int { kSurrogate = 0, kForward = 1, kMse = 2 };
+// How the reduced loss is kept non-negative (PropensityOptions::nonnegative):
+//   kOff; kTotal: max(0, loss), gradient 0 when it clamps (per row for "none");
+//   kClasswise: max(0, R_1) + max(0, R_0) with nnPU's gradient rule per class (R_c >= -beta:
+//   the gradient of R_c, else -gamma times it); kSurrogate losses, mean / sum reductions only.
+enum class NonNegative : int { kOff = 0, kTotal = 1, kClasswise = 2 };
 
 struct PropensityOptions {
   int64_t n_rows = 0;
@@ -68,7 +80,10 @@ struct PropensityOptions {
   double rho10 = 0.0;
   double rho01 = 0.0;
   double p_min = 0.1;
-  bool nonnegative = false;
+  LossKind loss = LossKind::kSurrogate;
+  NonNegative nonnegative = NonNegative::kOff;
+  double nn_beta = 0.0;   // classwise: a class's gradient flips when R_c < -nn_beta (>= 0)
+  double nn_gamma = 1.0;  // classwise: ... to -nn_gamma times it (>= 0)
   bool want_grad = false;
   double grad_prescale = 1.0;  // multiplies the written derivatives (> 0)
   double tau = std::numeric_limits<double>::infinity();     // switch_dr: rows with w > tau keep the imputation only (>= 0, may be inf)
@@ -86,9 +101,21 @@ struct PropensityArrays {
   void* grad_scale = nullptr;        // [1], dtype; written when want_grad
   void* grad_logits = nullptr;       // like logits; written when want_grad
   void* grad_imputed = nullptr;      // like imputed; written when want_grad and imputed is read
+  void* diagnostics = nullptr;       // [kDiagnostics] float64, written when not nullptr (PropensityDiagnostic)
   DType dtype = DType::kFloat32;
   DType observed_dtype = DType::kUInt8;
 };
+
+// The diagnostics a call writes on request (PropensityArrays::diagnostics, float64), NaN where
+// not defined:
+//   kEss            effective sample size of the estimator's weights v: (sum v)^2 / sum v^2
+//                   (0 when every v is 0; naive: the number of observed rows);
+//   kClippedShare   share of the observed rows whose propensity was raised to p_min (NaN for
+//                   naive, which reads no propensity, and without observed rows);
+//   kRisk1, kRisk0  R_1 and R_0, the parts of the reduced risk in l(z, 1) and l(z, 0)
+//                   (backward-corrected bce / bt risks; "none" reports them as "mean" would;
+//                   NaN for the forward correction, mse and the imputation objectives).
+enum PropensityDiagnostic : int { kEss = 0, kClippedShare = 1, kRisk1 = 2, kRisk0 = 3, kDiagnostics = 4 };
 
 // Bit flags of invalid array contents, found during the fused pass (no extra read).
 enum PropensityInvalid : int {
@@ -100,12 +127,22 @@ enum PropensityInvalid : int {
   kOverflow = 32,  // valid inputs whose row term (or derivative) or sum overflows the dtype
 };
 
+// Scalars of one pass over the rows that the options do not hold: sndr's N / sum w (found by a
+// first pass) and the class-wise gradient factors (1, 1 on the first pass; a second pass
+// rewrites the gradients when the class-wise rule flips a class).
+struct PassScalars {
+  double self_norm = 0.0;
+  double factor1 = 1.0;
+  double factor0 = 1.0;
+};
+
 // Per-chunk partial sums of the CPU pass; chunks have a fixed size (independent of threads).
 constexpr int64_t kPropensityChunk = 16384;
 struct ChunkSums {
   double term = 0.0;
   double norm = 0.0;
-  int invalid = 0;  // PropensityInvalid flags
+  double class1 = 0.0;  // the part of term in l(z, 1) (kSurrogate losses); R_0's part is term - class1
+  int invalid = 0;      // PropensityInvalid flags
 };
 
 // Message naming the first offending argument of a PropensityInvalid mask ("" when 0).
@@ -132,6 +169,23 @@ inline void check_propensity_options(const PropensityOptions& opt, const Propens
   require(1.0 - opt.rho10 - opt.rho01 > 0.0, "rho10 + rho01 must be < 1 (1 - rho10 - rho01 > 0)");
   require(opt.p_min >= 0.0 && opt.p_min <= 1.0, "p_min must lie in [0, 1]");
   require(opt.grad_prescale > 0.0, "grad_prescale must be positive");
+  const int k = static_cast<int>(opt.loss), nn = static_cast<int>(opt.nonnegative);
+  require(k >= 0 && k <= 2, "unknown loss kind code");
+  require(nn >= 0 && nn <= 2, "unknown nonnegative code");
+  require(opt.loss != LossKind::kMse || (opt.rho10 == 0.0 && opt.rho01 == 0.0),
+          "base 'mse' takes ratings, not noisy binary labels: rho10 and rho01 must be 0");
+  require(opt.loss != LossKind::kMse || !opt.pairwise, "base 'mse' is pointwise: logits must be [N]");
+  const bool classwise = opt.nonnegative == NonNegative::kClasswise;
+  require(!classwise || opt.loss == LossKind::kSurrogate,
+          "nonnegative='classwise' splits the backward-corrected bce / bt risk by class: not defined for "
+          "the forward correction or base 'mse'");
+  require(!classwise || opt.reduction != Reduction::kNone,
+          "nonnegative='classwise' is a rule on the reduced risk: reduction must be 'mean' or 'sum'");
+  require(!classwise || (opt.estimator != Estimator::kDrJl && opt.estimator != Estimator::kMrdr),
+          "nonnegative='classwise' applies to the risk estimators, not to the imputation objectives");
+  require(opt.nn_beta >= 0.0 && opt.nn_gamma >= 0.0 && opt.nn_beta - opt.nn_beta == 0.0 &&
+              opt.nn_gamma - opt.nn_gamma == 0.0,
+          "beta and gamma must be finite and >= 0");
   const int e = static_cast<int>(opt.estimator), r = static_cast<int>(opt.reduction);
   require(e >= 0 && e <= kLastEstimator, "unknown estimator code");
   require(opt.estimator != Estimator::kSwitchDr || opt.tau >= 0.0, "tau must be >= 0 (may be inf)");

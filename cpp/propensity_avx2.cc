@@ -16,10 +16,10 @@ static bool supported_avx2() {
   return supported;
 }
 
-bool propensity_chunks_avx2(const PropensityArrays& a, const PropensityOptions& opt, double self_norm,
+bool propensity_chunks_avx2(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
                            ChunkSums* sums) {
   if (!supported_avx2()) return false;
-  cpu_avx2_impl::propensity_chunks(a, opt, self_norm, sums);
+  cpu_avx2_impl::propensity_chunks(a, opt, pass, sums);
   return true;
 }
 
@@ -34,7 +34,9 @@ bool propensity_weight_chunks_avx2(const PropensityArrays& a, const PropensityOp
 #else
 namespace fk {
 namespace cpu_avx2 {
-bool propensity_chunks_avx2(const PropensityArrays&, const PropensityOptions&, double, ChunkSums*) { return false; }
+bool propensity_chunks_avx2(const PropensityArrays&, const PropensityOptions&, const PassScalars&, ChunkSums*) {
+  return false;
+}
 bool propensity_weight_chunks_avx2(const PropensityArrays&, const PropensityOptions&, ChunkSums*) { return false; }
 }  // namespace cpu_avx2
 }  // namespace fk

@@ -18,10 +18,10 @@ static bool supported_avx512() {
   return supported;
 }
 
-bool propensity_chunks_avx512(const PropensityArrays& a, const PropensityOptions& opt, double self_norm,
+bool propensity_chunks_avx512(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
                            ChunkSums* sums) {
   if (!supported_avx512()) return false;
-  cpu_avx512_impl::propensity_chunks(a, opt, self_norm, sums);
+  cpu_avx512_impl::propensity_chunks(a, opt, pass, sums);
   return true;
 }
 
@@ -36,7 +36,9 @@ bool propensity_weight_chunks_avx512(const PropensityArrays& a, const Propensity
 #else
 namespace fk {
 namespace cpu_avx512 {
-bool propensity_chunks_avx512(const PropensityArrays&, const PropensityOptions&, double, ChunkSums*) { return false; }
+bool propensity_chunks_avx512(const PropensityArrays&, const PropensityOptions&, const PassScalars&, ChunkSums*) {
+  return false;
+}
 bool propensity_weight_chunks_avx512(const PropensityArrays&, const PropensityOptions&, ChunkSums*) { return false; }
 }  // namespace cpu_avx512
 }  // namespace fk

@@ -23,6 +23,17 @@ void bind_propensity_types(py::module_& m) {
       .value("sum", Reduction::kSum)
       .value("none", Reduction::kNone);
 
+  py::enum_<LossKind>(m, "LossKind", "How the row loss is formed.")
+      .value("surrogate", LossKind::kSurrogate)
+      .value("forward", LossKind::kForward)
+      .value("mse", LossKind::kMse);
+  py::enum_<NonNegative>(m, "NonNegative", "How the reduced loss is kept non-negative.")
+      .value("off", NonNegative::kOff)
+      .value("total", NonNegative::kTotal)
+      .value("classwise", NonNegative::kClasswise);
+  m.attr("PROPENSITY_DIAGNOSTICS") = py::make_tuple("ess", "clipped_share", "risk1", "risk0");
+  m.attr("PROPENSITY_DIAGNOSTICS_SIZE") = static_cast<int>(kDiagnostics);
+
   py::class_<PropensityOptions> options(m, "PropensityOptions", "fk::PropensityOptions (cpp/propensity.h).");
   options.def(py::init<>())
       .def_readwrite("n_rows", &PropensityOptions::n_rows)
@@ -32,6 +43,9 @@ void bind_propensity_types(py::module_& m) {
       .def_readwrite("rho10", &PropensityOptions::rho10)
       .def_readwrite("rho01", &PropensityOptions::rho01)
       .def_readwrite("p_min", &PropensityOptions::p_min)
+      .def_readwrite("loss", &PropensityOptions::loss)
+      .def_readwrite("nn_beta", &PropensityOptions::nn_beta)
+      .def_readwrite("nn_gamma", &PropensityOptions::nn_gamma)
       .def_readwrite("nonnegative", &PropensityOptions::nonnegative)
       .def_readwrite("want_grad", &PropensityOptions::want_grad)
       .def_readwrite("grad_prescale", &PropensityOptions::grad_prescale)
@@ -51,6 +65,7 @@ void bind_propensity_types(py::module_& m) {
   def_address(arrays, "grad_scale", &PropensityArrays::grad_scale);
   def_address(arrays, "grad_logits", &PropensityArrays::grad_logits);
   def_address(arrays, "grad_imputed", &PropensityArrays::grad_imputed);
+  def_address(arrays, "diagnostics", &PropensityArrays::diagnostics);
 }
 
 void bind_propensity(py::module_& m) {

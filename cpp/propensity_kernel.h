@@ -68,12 +68,12 @@ struct DoubleMath {
 template <typename T>
 using MathFor = std::conditional_t<std::is_same_v<T, double>, DoubleMath, FloatMath>;
 
-template <Estimator E, typename T, typename ObsT, bool Pair>
+template <Estimator E, LossKind K, typename T, typename ObsT, bool Pair>
 class PropensityKernel {
  public:
-  PropensityKernel(const PropensityArrays& a, const PropensityOptions& opt, double self_norm)
+  PropensityKernel(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass)
       : opt_(opt),
-        c_(row_constants<T>(opt, self_norm)),
+        c_(row_constants<T>(opt, pass)),
         f_(static_cast<const T*>(a.logits)),
         y_(static_cast<const T*>(a.labels)),
         o_(static_cast<const ObsT*>(a.observed)),
@@ -109,8 +109,8 @@ class PropensityKernel {
   static constexpr int64_t kBlock = 256;
 
   void block(int64_t begin, int64_t end, ChunkSums& s) const {
-    T term[kBlock], d_logit[kBlock], d_impute[kBlock];
-    const bool clamp_rows = opt_.reduction == Reduction::kNone && opt_.nonnegative;
+    T term[kBlock], d_logit[kBlock], d_impute[kBlock], class1[kBlock];
+    const bool clamp_rows = opt_.reduction == Reduction::kNone && opt_.nonnegative == NonNegative::kTotal;
     const int64_t m = end - begin;
     const T* f = f_ + (Pair ? 2 * begin : begin);
     const T* h = h_ != nullptr ? h_ + (Pair ? 2 * begin : begin) : nullptr;
@@ -147,15 +147,17 @@ class PropensityKernel {
         pk = p[k];
         bad_p += !(pk > T(0)) + !(pk <= T(1));
       }
-      const RowResult<T> r = propensity_row<E, T, MathFor<T>>(z, yk, static_cast<T>(o[k]), pk, hk, c);
+      const RowResult<T> r = propensity_row<E, K, T, MathFor<T>>(z, yk, static_cast<T>(o[k]), pk, hk, c);
       const bool clamp = clamp_rows & (r.term < T(0));
       term[k] = clamp ? T(0) : r.term;
+      if constexpr (K == LossKind::kSurrogate) class1[k] = r.class1;
       d_logit[k] = clamp ? T(0) : r.d_logit * prescale;
       d_impute[k] = clamp ? T(0) : r.d_impute * prescale;
       norm[k] = r.norm;
     }
     s.term += lane_sum(term, m);  // not finite when a row term overflowed T (checked on the total)
     s.norm += lane_sum(norm, m);
+    if constexpr (K == LossKind::kSurrogate) s.class1 += lane_sum(class1, m);
     // Finite inputs, non-finite derivative: the weight overflowed T.  Counted while storing: the
     // same test inside the row loop above stops GCC from vectorising it (10x slower).
     int bad_grad = 0;
@@ -245,23 +247,38 @@ void weight_chunks(const PropensityArrays& a, const PropensityOptions& opt, Chun
   });
 }
 
-template <Estimator E, typename T, typename ObsT>
-void dispatch_pair(const PropensityArrays& a, const PropensityOptions& opt, double self_norm, ChunkSums* sums) {
-  if (opt.pairwise) return PropensityKernel<E, T, ObsT, true>(a, opt, self_norm).run(sums);
-  PropensityKernel<E, T, ObsT, false>(a, opt, self_norm).run(sums);
+template <Estimator E, LossKind K, typename T, typename ObsT>
+void dispatch_pair(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
+                   ChunkSums* sums) {
+  if constexpr (K != LossKind::kMse) {  // mse is pointwise (checked with the options)
+    if (opt.pairwise) return PropensityKernel<E, K, T, ObsT, true>(a, opt, pass).run(sums);
+  }
+  PropensityKernel<E, K, T, ObsT, false>(a, opt, pass).run(sums);
+}
+
+template <Estimator E, LossKind K, typename T>
+void dispatch_observed(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
+                       ChunkSums* sums) {
+  if (a.observed_dtype == a.dtype) return dispatch_pair<E, K, T, T>(a, opt, pass, sums);
+  dispatch_pair<E, K, T, uint8_t>(a, opt, pass, sums);
 }
 
 template <Estimator E, typename T>
-void dispatch_observed(const PropensityArrays& a, const PropensityOptions& opt, double self_norm, ChunkSums* sums) {
-  if (a.observed_dtype == a.dtype) return dispatch_pair<E, T, T>(a, opt, self_norm, sums);
-  dispatch_pair<E, T, uint8_t>(a, opt, self_norm, sums);
+void dispatch_loss(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
+                   ChunkSums* sums) {
+  switch (opt.loss) {
+    case LossKind::kSurrogate: return dispatch_observed<E, LossKind::kSurrogate, T>(a, opt, pass, sums);
+    case LossKind::kForward: return dispatch_observed<E, LossKind::kForward, T>(a, opt, pass, sums);
+    case LossKind::kMse: return dispatch_observed<E, LossKind::kMse, T>(a, opt, pass, sums);
+  }
 }
 
 template <typename T>
-void dispatch_estimator(const PropensityArrays& a, const PropensityOptions& opt, double self_norm, ChunkSums* sums) {
+void dispatch_estimator(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
+                        ChunkSums* sums) {
   switch (opt.estimator) {
 #define FK_CASE(e) \
-  case Estimator::e: return dispatch_observed<Estimator::e, T>(a, opt, self_norm, sums);
+  case Estimator::e: return dispatch_loss<Estimator::e, T>(a, opt, pass, sums);
     FK_CASE(kNaive) FK_CASE(kIps) FK_CASE(kSnips) FK_CASE(kDr) FK_CASE(kSndr) FK_CASE(kSwitchDr) FK_CASE(kDros)
     FK_CASE(kSgIps) FK_CASE(kSgDr) FK_CASE(kDrJl) FK_CASE(kMrdr)
 #undef FK_CASE
@@ -271,10 +288,10 @@ void dispatch_estimator(const PropensityArrays& a, const PropensityOptions& opt,
 }  // namespace
 
 // Fills sums[c] for every chunk c of kPropensityChunk rows, and the requested per-row outputs.
-// self_norm: sndr's N / sum w (propensity_self_norm), unused by the other estimators.
-void propensity_chunks(const PropensityArrays& a, const PropensityOptions& opt, double self_norm, ChunkSums* sums) {
-  if (a.dtype == DType::kFloat64) return dispatch_estimator<double>(a, opt, self_norm, sums);
-  dispatch_estimator<float>(a, opt, self_norm, sums);
+void propensity_chunks(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
+                       ChunkSums* sums) {
+  if (a.dtype == DType::kFloat64) return dispatch_estimator<double>(a, opt, pass, sums);
+  dispatch_estimator<float>(a, opt, pass, sums);
 }
 
 // Fills sums[c].norm with the sum of the clipped weights o / max(p, p_min) of chunk c.

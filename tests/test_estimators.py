@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fairkernels import propensity_loss
-from propensity_reference import base_loss, reference_loss, sigmoid, surrogate
+from propensity_reference import base_loss, class_risks, estimator_weight, reference_loss, sigmoid, surrogate
 from test_propensity import IMPUTED, assert_close, make_inputs
 
 RHO10, RHO01, P_MIN = 0.1, 0.2, 0.1
@@ -191,3 +191,291 @@ def test_imputation_objectives():
         ref = reference_loss(*pair, estimator=estimator, base="bt", rho10=RHO10)
         for g, r in zip(got, ref):
             assert_close(g, r, 1e-10, f"{estimator} bt")
+
+
+# ---------------------------------------------------------------------------------------------
+# Noise correction without a negative risk: class-wise nnPU rule, forward correction, mse base.
+
+NOISE_ESTIMATORS = ("naive", "ips", "snips", "dr", "sndr", "switch_dr", "dros", "sg_ips", "sg_dr", "dr_jl", "mrdr")
+HYPER = {"switch_dr": dict(tau=4.0), "dros": dict(lambda_=3.0), "sg_ips": dict(lambda_=0.3), "sg_dr": dict(lambda_=0.3)}
+MODES = [
+    dict(correction="forward"),
+    dict(correction="forward", nonnegative=True),
+    dict(base="mse"),
+    dict(nonnegative="classwise"),
+    dict(nonnegative="classwise", beta=0.01, gamma=0.5),
+]
+
+
+def _mode_allowed(mode, estimator, reduction):
+    classwise = mode.get("nonnegative") == "classwise"
+    return not (classwise and (reduction == "none" or estimator in ("dr_jl", "mrdr")))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("pairwise", [False, True])
+@pytest.mark.parametrize("mode", MODES, ids=[str(m) for m in MODES])
+def test_noise_options_match_reference(mode, pairwise, dtype):
+    if pairwise and mode.get("base") == "mse":
+        pytest.skip("mse is pointwise")
+    base = "bt" if pairwise else mode.get("base", "bce")
+    inputs = make_inputs(20_011, base, dtype, seed=4)
+    rates = {} if base == "mse" else dict(rho10=0.1, rho01=0.25)
+    if base == "mse":  # ratings in [0, 1]
+        inputs = (inputs[0], np.random.default_rng(0).random(20_011).astype(dtype), *inputs[2:])
+    tol = 1e-10 if dtype == np.float64 else 2e-5
+    for estimator in NOISE_ESTIMATORS:
+        for reduction in ("mean", "sum", "none"):
+            if not _mode_allowed(mode, estimator, reduction):
+                continue
+            kw = dict(mode, base=base, estimator=estimator, reduction=reduction, **rates, **HYPER.get(estimator, {}))
+            got = propensity_loss(*inputs[:4], inputs[4] if estimator in IMPUTED else None, return_grad=True, **kw)
+            ref = reference_loss(*inputs, **kw)
+            for g, r, what in zip(got, ref, ("loss", "grad", "grad_imputed")):
+                if r is None:
+                    assert g is None
+                else:
+                    assert g.dtype == dtype
+                    assert_close(g, r, tol, f"{what} {kw}")
+
+
+def _confident_positives(n=400, seed=0):
+    """Correct, confident logits on positive rows with a large rho01: the backward correction
+    makes R_0 = -rho01 / d sum w l(z, 0) strongly negative while R_1 stays positive."""
+    rng = np.random.default_rng(seed)
+    f = rng.normal(8.0, 0.5, n)
+    y = np.ones(n)
+    o = rng.random(n) < 0.7
+    p = rng.uniform(0.2, 1.0, n)
+    h = rng.normal(size=n)
+    return f, y, o, p, h
+
+
+@pytest.mark.parametrize("estimator", ["ips", "dr", "snips"])
+def test_classwise_rule_flips_the_negative_class(estimator):
+    a = _confident_positives()
+    kw = dict(estimator=estimator, rho10=0.05, rho01=0.45)
+    (r1, d1z, d1h), (r0, d0z, d0h) = class_risks(*a, **kw)
+    assert r1 > 0 > r0  # the setting the rule is for
+    imputed = a[4] if estimator in IMPUTED else None
+    plain, plain_grad, _ = propensity_loss(*a[:4], imputed, return_grad=True, **kw)
+    assert_close(plain, r1 + r0, 1e-12, "R = R_1 + R_0")
+    for gamma in (1.0, 0.25, 0.0):
+        loss, grad, grad_h = propensity_loss(*a[:4], imputed, nonnegative="classwise", gamma=gamma,
+                                             return_grad=True, **kw)
+        assert_close(loss, r1, 1e-12, "max(0, R_1) + max(0, R_0)")
+        assert_close(grad, d1z - gamma * d0z, 1e-12, f"nnPU rule, gamma {gamma}")
+        if imputed is not None:
+            assert_close(grad_h, d1h - gamma * d0h, 1e-12, "nnPU rule, imputation")
+    # beta above |R_0|: no flip, the gradient of R (and the clamped value).
+    loss, grad, _ = propensity_loss(*a[:4], imputed, nonnegative="classwise", beta=-r0 + 1.0, return_grad=True, **kw)
+    assert_close(loss, r1, 1e-12, "loss with a large beta")
+    assert_close(grad, plain_grad, 1e-12, "no flip with beta > -R_0")
+    # The total clamp, which the class-wise rule replaces, stops every gradient here.
+    total = propensity_loss(*a[:4], imputed, nonnegative=True, return_grad=True, **kw)
+    assert float(total[0]) == 0.0 and np.all(total[1] == 0)
+
+
+def test_classwise_equals_plain_where_both_classes_are_positive():
+    a = _inputs(seed=11)
+    for estimator in ("ips", "dr", "sg_dr"):
+        kw = dict(estimator=estimator, rho10=0.1, rho01=0.1, **HYPER.get(estimator, {}))
+        r1, r0 = (risk for risk, _, _ in class_risks(*a, **kw))
+        assert r1 > 0 and r0 > 0
+        plain = _call(estimator, *a, return_grad=True, **HYPER.get(estimator, {}))
+        classwise = _call(estimator, *a, nonnegative="classwise", return_grad=True, **HYPER.get(estimator, {}))
+        for x, z in zip(plain, classwise):
+            if x is not None:
+                assert_close(z, x, 1e-12, estimator)
+
+
+def test_forward_correction_properties():
+    f, y, o, p, h = _inputs(seed=12)
+    # No noise: plain BCE.
+    plain = propensity_loss(f, y, o, p, estimator="ips", return_grad=True)
+    forward = propensity_loss(f, y, o, p, estimator="ips", correction="forward", return_grad=True)
+    for a, b in zip(plain[:2], forward[:2]):
+        assert_close(b, a, 1e-12, "forward with rho = 0")
+    # Rows are non-negative (no 1/d factor), unlike the backward correction's.
+    rows = propensity_loss(f * 4, y, o, p, estimator="ips", correction="forward", rho10=0.2, rho01=0.3,
+                           reduction="none")
+    backward = propensity_loss(f * 4, y, o, p, estimator="ips", rho10=0.2, rho01=0.3, reduction="none")
+    assert np.all(rows >= 0) and np.min(backward) < 0
+    # Extreme logits stay finite, the loss saturates at -log(rho10) for a confident wrong 0 -> 1.
+    extreme = np.array([-1e4, 1e4, -80.0, 80.0, 0.0])
+    lab = np.array([1.0, 0.0, 1.0, 0.0, 1.0])
+    rows, grad, _ = propensity_loss(extreme, lab, np.ones(5, bool), estimator="naive", correction="forward",
+                                    rho10=0.1, rho01=0.2, reduction="none", return_grad=True)
+    assert np.all(np.isfinite(rows)) and np.all(np.isfinite(grad))
+    assert abs(rows[0] + np.log(0.1)) < 1e-9 and abs(rows[1] + np.log(0.2)) < 1e-9
+
+
+def test_mse_base_matches_its_definition():
+    f, _, o, p, h = _inputs(seed=13)
+    ratings = np.random.default_rng(2).random(f.shape[0])
+    s = sigmoid(f)
+    loss, grad, _ = propensity_loss(f, ratings, o, p, estimator="ips", base="mse", p_min=0.0, return_grad=True)
+    w = o / p
+    assert_close(loss, (w * (s - ratings) ** 2).sum() / len(f), 1e-12, "mse ips")
+    assert_close(grad, w * 2 * (s - ratings) * s * (1 - s) / len(f), 1e-12, "mse ips gradient")
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(base="mse", rho10=0.1), "binary labels"),
+    (dict(base="mse", correction="forward"), "binary labels"),
+    (dict(correction="sideways"), "correction"),
+    (dict(nonnegative="classwise", correction="forward", rho10=0.1), "classwise"),
+    (dict(nonnegative="classwise", base="mse"), "classwise"),
+    (dict(nonnegative="classwise", reduction="none"), "reduction"),
+    (dict(nonnegative="classwise", estimator="dr_jl"), "imputation objective"),
+    (dict(nonnegative="classwise", gamma=-1.0), "gamma"),
+    (dict(nonnegative="classwise", beta=float("nan")), "beta"),
+    (dict(beta=0.1), "classwise"),
+    (dict(nonnegative=True, gamma=0.5), "classwise"),
+    (dict(nonnegative="yes"), "nonnegative"),
+    (dict(return_diagnostics=1), "return_diagnostics"),
+])
+def test_meaningless_noise_combinations_raise(kw, match):
+    f, y, o, p, h = _inputs(50)
+    kw = {"estimator": "dr", **kw}
+    with pytest.raises((ValueError, TypeError), match=match):
+        propensity_loss(f, y, o, p, h if kw["estimator"] in IMPUTED else None, **kw)
+
+
+def test_mse_rejects_pairs():
+    pair = make_inputs(20, "bt")
+    with pytest.raises(ValueError, match="logits"):
+        propensity_loss(*pair[:4], base="mse", estimator="ips")
+
+
+# ---------------------------------------------------------------------------------------------
+# Diagnostics.
+
+
+def _expected_diagnostics(f, y, o, p, h, estimator, hyper, **kw):
+    w = o / np.maximum(p, P_MIN) if estimator != "naive" else o.astype(np.float64)
+    v = estimator_weight(w, estimator, hyper.get("tau"), hyper.get("lambda_"))
+    ess = v.sum() ** 2 / (v**2).sum()
+    clipped = float(np.mean(p[o] < P_MIN)) if estimator != "naive" else np.nan
+    (r1, _, _), (r0, _, _) = class_risks(f, y, o, p, h, estimator=estimator, rho10=RHO10, rho01=RHO01, p_min=P_MIN,
+                                         **hyper, **kw)
+    return dict(ess=ess, clipped_share=clipped, risk1=r1, risk0=r0)
+
+
+@pytest.mark.parametrize("estimator", ["naive", "ips", "snips", "dr", "sndr", "switch_dr", "dros", "sg_ips", "sg_dr"])
+def test_diagnostics_match_their_definitions(estimator):
+    a = _inputs(seed=14)
+    hyper = HYPER.get(estimator, {})
+    (loss, grad, _), diagnostics = _call(estimator, *a, return_grad=True, return_diagnostics=True, **hyper)
+    expected = _expected_diagnostics(*a, estimator, hyper)
+    assert set(diagnostics) == set(expected)
+    for name, value in expected.items():
+        if np.isnan(value):
+            assert np.isnan(diagnostics[name]), name
+        else:
+            assert abs(diagnostics[name] - value) <= 1e-10 * max(1.0, abs(value)), (name, diagnostics[name], value)
+    assert_close(diagnostics["risk1"] + diagnostics["risk0"], loss, 1e-10, "R_1 + R_0 = loss")
+    # Asking for them changes nothing else.
+    again = _call(estimator, *a, return_grad=True, **hyper)
+    assert float(again[0]) == float(loss) and np.array_equal(again[1], grad)
+    assert 0 < diagnostics["ess"] <= len(a[0])
+
+
+def test_diagnostics_undefined_cases_and_sum_reduction():
+    a = _inputs(seed=15)
+    _, forward = _call("dr", *a, correction="forward", return_diagnostics=True)
+    assert np.isnan(forward["risk1"]) and np.isnan(forward["risk0"]) and forward["ess"] > 0
+    _, objective = _call("mrdr", *a, return_diagnostics=True)
+    assert np.isnan(objective["risk1"]) and 0 < objective["clipped_share"] < 1
+    total, summed = _call("ips", *a, reduction="sum", return_diagnostics=True)
+    assert_close(summed["risk1"] + summed["risk0"], total, 1e-10, "sum reduction")
+    rows, per_row = _call("ips", *a, reduction="none", return_diagnostics=True)
+    assert_close(per_row["risk1"] + per_row["risk0"], rows.sum() / len(rows), 1e-10, "none reports the mean")
+    # Every observed propensity below p_min: all clipped, equal weights 1 / p_min: ess = observed.
+    f, y, o, _, h = a
+    _, low = _call("ips", f, y, o, np.full(len(f), 0.01), h, return_diagnostics=True)
+    assert low["clipped_share"] == 1.0 and abs(low["ess"] - o.sum()) < 1e-9
+
+
+def test_torch_diagnostics():
+    torch = pytest.importorskip("torch")
+    from fairkernels.torch import CausalRMLoss
+
+    a = _inputs(seed=16)
+    t = [torch.tensor(x) for x in a]
+    loss_fn = CausalRMLoss("bce", "sg_dr", RHO10, RHO01, P_MIN, lambda_=0.3)
+    got = loss_fn.diagnostics(*t)
+    _, want = _call("sg_dr", *a, lambda_=0.3, return_diagnostics=True)
+    assert got == want
+    f = t[0].clone().requires_grad_()
+    loss, diagnostics = propensity_loss(f, *t[1:], estimator="sg_dr", lambda_=0.3, rho10=RHO10, rho01=RHO01,
+                                        return_diagnostics=True)
+    loss.backward()
+    assert diagnostics == want and f.grad is not None
+
+
+@pytest.mark.parametrize("mode", [dict(correction="forward", rho10=0.2, rho01=0.1), dict(base="mse"),
+                                  dict(nonnegative="classwise", rho10=0.1, rho01=0.1)], ids=str)
+def test_gradcheck_noise_options(mode):
+    """float64 gradcheck; the class-wise case where both class risks are positive, the region
+    where nnPU's rule is the derivative of the reported loss."""
+    torch = pytest.importorskip("torch")
+    from fairkernels.torch import CausalRMLoss
+
+    f, y, o, p, h = (torch.tensor(x) for x in make_inputs(12, seed=5))
+    o[:4] = True
+    if mode.get("base") == "mse":
+        y = torch.rand(12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for estimator in ("ips", "snips", "dr", "sndr", "sg_dr", "dr_jl"):
+        if mode.get("nonnegative") == "classwise" and estimator == "dr_jl":
+            continue
+        kw = dict(mode)
+        base = kw.pop("base", "bce")
+        loss_fn = CausalRMLoss(base, estimator, **kw, **HYPER.get(estimator, {}))
+        f_ = f.clone().requires_grad_()
+        if estimator in IMPUTED:
+            h_ = h.clone().requires_grad_()
+            assert torch.autograd.gradcheck(lambda a, b, fn=loss_fn: fn(a, y, o, p, b), (f_, h_))
+        else:
+            assert torch.autograd.gradcheck(lambda a, fn=loss_fn: fn(a, y, o, p), (f_,))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("mode", MODES, ids=[str(m) for m in MODES])
+def test_cuda_noise_options_and_diagnostics_match_cpu(mode):
+    """The CUDA twin on the noise options, every estimator, with diagnostics (marked: needs a
+    device)."""
+    torch = pytest.importorskip("torch")
+    base = mode.get("base", "bce")
+    inputs = [torch.tensor(x) for x in make_inputs(100_003, base, np.float64, seed=21)]
+    if base == "mse":
+        inputs[1] = torch.rand(100_003, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    rates = {} if base == "mse" else dict(rho10=0.1, rho01=0.25)
+    gpu = [x.cuda() for x in inputs]
+    for estimator in NOISE_ESTIMATORS:
+        for reduction in ("mean", "sum", "none"):
+            if not _mode_allowed(mode, estimator, reduction):
+                continue
+            kw = dict(mode, base=base, estimator=estimator, reduction=reduction, return_grad=True,
+                      return_diagnostics=True, **rates, **HYPER.get(estimator, {}))
+            want, want_diag = propensity_loss(*inputs[:4], inputs[4] if estimator in IMPUTED else None, **kw)
+            got, got_diag = propensity_loss(*gpu[:4], gpu[4] if estimator in IMPUTED else None, **kw)
+            for w, g in zip(want, got):
+                if w is None:
+                    assert g is None
+                else:
+                    assert_close(g.cpu().numpy(), w.numpy(), 1e-10, f"{kw}")
+            for name, value in want_diag.items():
+                assert (np.isnan(value) and np.isnan(got_diag[name])) or abs(got_diag[name] - value) <= 1e-10 * max(
+                    1.0, abs(value)), (name, kw)
+
+
+@pytest.mark.cuda
+def test_cuda_classwise_flip_rewrites_gradients():
+    torch = pytest.importorskip("torch")
+    a = [torch.tensor(x) for x in _confident_positives(5000)]
+    kw = dict(estimator="dr", rho10=0.05, rho01=0.45, nonnegative="classwise", gamma=0.25, return_grad=True)
+    want = propensity_loss(*a, **kw)
+    got = propensity_loss(*(x.cuda() for x in a), **kw)
+    for w, g in zip(want, got):
+        assert_close(g.cpu().numpy(), w.numpy(), 1e-10, "class-wise flip on CUDA")

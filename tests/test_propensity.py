@@ -399,7 +399,7 @@ def test_gradcheck_float64(base, estimator):
             assert torch.autograd.gradcheck(lambda a, fn=loss_fn: fn(a, y, o, p), (f_,))
 
 
-NO_HYPER = (None, None)  # tau, lambda_ of the ops
+NO_HYPER = (None, None, "backward", None, None)  # tau, lambda_, correction, beta, gamma of the ops
 
 
 def test_opcheck():
@@ -411,12 +411,12 @@ def test_opcheck():
     forward = torch.ops.fairkernels.propensity_loss.default
     for reduction in REDUCTIONS:
         torch.library.opcheck(
-            fused, (f.clone().requires_grad_(), y, o, p, h.clone().requires_grad_(), *common, reduction, False,
+            fused, (f.clone().requires_grad_(), y, o, p, h.clone().requires_grad_(), *common, reduction, "off",
                     *NO_HYPER)
         )
-        torch.library.opcheck(forward, (f, y, o, p, h, *common, reduction, True, *NO_HYPER))
+        torch.library.opcheck(forward, (f, y, o, p, h, *common, reduction, "total", *NO_HYPER))
     torch.library.opcheck(fused, (f[:, 0].clone().requires_grad_(), y, o.double(), p, None, "bce", "ips", 0, 0, 0.1,
-                                  "mean", False, *NO_HYPER))
+                                  "mean", "off", *NO_HYPER))
 
 
 @pytest.mark.parametrize("estimator", [e for e in ESTIMATORS if e not in ("naive", "ips", "snips", "dr")])
@@ -425,15 +425,15 @@ def test_opcheck_new_estimators(estimator):
 
     f, y, o, p, h = _torch_inputs(33, "bce")
     hyper = HYPER.get(estimator, {})
-    tail = (hyper.get("tau"), hyper.get("lambda_"))
+    tail = (hyper.get("tau"), hyper.get("lambda_"), "backward", None, None)
     h = h if estimator in IMPUTED else None
     fused = torch.ops.fairkernels.propensity_loss_fused.default
     forward = torch.ops.fairkernels.propensity_loss.default
     for reduction in REDUCTIONS:
         leaf_h = h.clone().requires_grad_() if h is not None else None
         torch.library.opcheck(fused, (f.clone().requires_grad_(), y, o, p, leaf_h, "bce", estimator, 0.1, 0.2, 0.1,
-                                      reduction, False, *tail))
-        torch.library.opcheck(forward, (f, y, o, p, h, "bce", estimator, 0.1, 0.2, 0.1, reduction, True, *tail))
+                                      reduction, "off", *tail))
+        torch.library.opcheck(forward, (f, y, o, p, h, "bce", estimator, 0.1, 0.2, 0.1, reduction, "total", *tail))
 
 
 def test_torch_compile_fullgraph_every_new_estimator():
@@ -443,6 +443,10 @@ def test_torch_compile_fullgraph_every_new_estimator():
 
     losses = [CausalRMLoss("bce", e, 0.1, 0.2, 0.1, "mean", e not in ("dr_jl", "mrdr"), **HYPER.get(e, {}))
               for e in ESTIMATORS if e not in ("naive", "ips", "snips", "dr")]
+    # ... and the noise options: class-wise non-negative risk, forward correction, mse base.
+    losses += [CausalRMLoss("bce", "dr", 0.1, 0.3, 0.1, "mean", "classwise", gamma=0.5),
+               CausalRMLoss("bce", "sndr", 0.1, 0.2, 0.1, "mean", correction="forward"),
+               CausalRMLoss("mse", "ips")]
     torch.manual_seed(1)
     x = torch.randn(256, 8)
     y = (torch.rand(256) < 0.4).float()

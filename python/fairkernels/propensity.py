@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Tuple, Union
+from typing import Any, Literal, Optional, Union
 
 from . import _arrays, _core
 from ._arrays import ArrayView
@@ -40,7 +40,9 @@ from ._options import boolean, choice, enum_value, real
 
 Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
 
-BASES = ("bce", "bt")
+BASES = ("bce", "bt", "mse")
+CORRECTIONS = ("backward", "forward")
+DIAGNOSTICS = tuple(_core.PROPENSITY_DIAGNOSTICS)  # ("ess", "clipped_share", "risk1", "risk0")
 ESTIMATORS = tuple(_core.Estimator.__members__)
 REDUCTIONS = tuple(_core.Reduction.__members__)
 # Estimators that read the imputation logits (and give them a gradient).
@@ -63,12 +65,16 @@ class PropensityOptions:
     rho01: float = 0.0
     p_min: float = 0.1
     reduction: str = "mean"
-    nonnegative: bool = False
+    nonnegative: Union[bool, str] = False
     tau: Optional[float] = None
     lambda_: Optional[float] = None
+    correction: str = "backward"
+    beta: Optional[float] = None
+    gamma: Optional[float] = None
 
     def __post_init__(self) -> None:
         choice(self.base, "base", BASES)
+        choice(self.correction, "correction", CORRECTIONS)
         enum_value(_core.Estimator, self.estimator, "estimator")
         enum_value(_core.Reduction, self.reduction, "reduction")
         for name in ("rho10", "rho01"):
@@ -79,8 +85,48 @@ class PropensityOptions:
                 f"rho10={self.rho10}, rho01={self.rho01}"
             )
         object.__setattr__(self, "p_min", real(self.p_min, "p_min", 0.0, 1.0))
-        boolean(self.nonnegative, "nonnegative")
+        if self.nonnegative != "classwise":
+            boolean(self.nonnegative, "nonnegative")
         self._check_hyper_parameters()
+        self._check_noise_options()
+
+    def _check_noise_options(self) -> None:
+        """The combinations that mean nothing are errors rather than silently ignored."""
+        noisy = self.rho10 != 0.0 or self.rho01 != 0.0
+        if self.base == "mse" and noisy:
+            raise ValueError("base='mse' takes ratings in [0, 1]: the noise correction is defined for binary labels "
+                             f"only, so rho10 and rho01 must be 0 (got rho10={self.rho10}, rho01={self.rho01})")
+        if self.base == "mse" and self.correction != "backward":
+            raise ValueError("correction='forward' is defined for binary labels (bce / bt), not base='mse'")
+        if self.nonnegative == "classwise":
+            if self.base == "mse" or self.correction == "forward":
+                raise ValueError("nonnegative='classwise' splits the backward-corrected bce / bt risk into R_1 + R_0: "
+                                 "not defined for base='mse' or correction='forward' (non-negative rows already)")
+            if self.reduction == "none":
+                raise ValueError("nonnegative='classwise' is a rule on the reduced risk: reduction must be 'mean' or "
+                                 "'sum', not 'none'")
+            if self.estimator in ("dr_jl", "mrdr"):
+                raise ValueError(f"nonnegative='classwise' applies to risk estimators, not to the imputation "
+                                 f"objective {self.estimator!r} (a weighted square, never negative)")
+            object.__setattr__(self, "beta", real(0.0 if self.beta is None else self.beta, "beta", 0.0))
+            object.__setattr__(self, "gamma", real(1.0 if self.gamma is None else self.gamma, "gamma", 0.0))
+        elif self.beta is not None or self.gamma is not None:
+            raise ValueError("beta and gamma are the parameters of nonnegative='classwise' (nnPU's gradient rule); "
+                             f"they mean nothing with nonnegative={self.nonnegative!r}")
+
+    @property
+    def loss_kind(self) -> str:
+        """The kernel's LossKind: surrogate (backward correction), forward or mse."""
+        if self.base == "mse":
+            return "mse"
+        return "forward" if self.correction == "forward" else "surrogate"
+
+    @property
+    def nonnegative_mode(self) -> str:
+        """The kernel's NonNegative: off, total (True) or classwise."""
+        if self.nonnegative == "classwise":
+            return "classwise"
+        return "total" if self.nonnegative else "off"
 
     def _check_hyper_parameters(self) -> None:
         """tau is required by switch_dr and lambda_ by dros / sg_ips / sg_dr; giving either to an
@@ -101,8 +147,20 @@ class PropensityOptions:
                 object.__setattr__(self, "lambda_", real(self.lambda_, "lambda_", 0.0, 1.0))
 
     def as_tuple(self) -> tuple:
-        return (self.base, self.estimator, self.rho10, self.rho01, self.p_min, self.reduction, self.nonnegative,
-                self.tau, self.lambda_)
+        """The options as the custom ops take them (nonnegative as a string: the op schema has
+        one type per argument)."""
+        return (self.base, self.estimator, self.rho10, self.rho01, self.p_min, self.reduction,
+                self.nonnegative_mode, self.tau, self.lambda_, self.correction, self.beta, self.gamma)
+
+    @classmethod
+    def from_op(cls, base, estimator, rho10, rho01, p_min, reduction, nonnegative_mode, tau, lambda_, correction,
+                beta, gamma) -> PropensityOptions:
+        """The inverse of as_tuple (inside the custom ops)."""
+        modes: dict[str, Union[bool, str]] = {"off": False, "total": True, "classwise": "classwise"}
+        if nonnegative_mode not in modes:
+            raise ValueError(f"nonnegative must be one of False, True, 'classwise', got {nonnegative_mode!r}")
+        return cls(base, estimator, rho10, rho01, p_min, reduction, modes[nonnegative_mode], tau, lambda_,
+                   correction, beta, gamma)
 
 
 @dataclass(frozen=True)
@@ -188,7 +246,10 @@ def _kernel_options(c: _Checked, options: PropensityOptions, want_grad: bool) ->
     o.rho10 = options.rho10
     o.rho01 = options.rho01
     o.p_min = options.p_min
-    o.nonnegative = options.nonnegative
+    o.nonnegative = _core.NonNegative.__members__[options.nonnegative_mode]
+    o.loss = _core.LossKind.__members__[options.loss_kind]
+    o.nn_beta = options.beta if options.beta is not None else 0.0
+    o.nn_gamma = options.gamma if options.gamma is not None else 1.0
     o.want_grad = want_grad
     o.grad_prescale = _grad_prescale(options, c.n_rows)
     o.tau = options.tau if options.tau is not None else math.inf
@@ -197,7 +258,8 @@ def _kernel_options(c: _Checked, options: PropensityOptions, want_grad: bool) ->
 
 
 def compute_propensity_loss(
-    logits, labels, observed, propensity, imputed_logits, options: PropensityOptions, want_grad: bool
+    logits, labels, observed, propensity, imputed_logits, options: PropensityOptions, want_grad: bool,
+    diagnostics: Optional[dict] = None,
 ) -> tuple[Array, Optional[Array], Optional[Array], Optional[Array]]:
     """Validates, allocates and runs the kernel.  Returns (loss, grad_scale, grad_logits,
     grad_imputed) where d loss / d logits = grad_scale * grad_logits (elementwise for
@@ -205,7 +267,8 @@ def compute_propensity_loss(
     the pass (ips and dr: N) the kernel already applies it and grad_scale is 1 (0 when the
     non-negative clamp is active), so the common case needs no second pass over the gradients.
     The gradients are None unless want_grad; grad_imputed is None unless the estimator reads
-    imputed_logits (IMPUTED_ESTIMATORS)."""
+    imputed_logits (IMPUTED_ESTIMATORS).  A dict passed as diagnostics receives the diagnostics
+    (DIAGNOSTICS, as Python floats: on CUDA reading them synchronises the stream)."""
     c = check_arrays(logits, labels, observed, propensity, imputed_logits, options)
     f = c.logits
     loss = _arrays.fresh(f, (c.n_rows,) if options.reduction == "none" else (), f.dtype, "loss")
@@ -221,7 +284,14 @@ def compute_propensity_loss(
     a.loss, a.grad_scale, a.grad_logits, a.grad_imputed = loss.address, _address(scale), _address(df), _address(dh)
     a.dtype = _arrays.DTYPES[f.dtype]
     a.observed_dtype = _arrays.DTYPES[c.observed.dtype]
+    diag = None
+    if diagnostics is not None:
+        diag = _arrays.fresh(f, (_core.PROPENSITY_DIAGNOSTICS_SIZE,), "float64", "diagnostics")
+        a.diagnostics = diag.address
     launch("propensity_loss", f, a, _kernel_options(c, options, want_grad))
+    if diag is not None and diagnostics is not None:
+        values = diag.array.tolist()
+        diagnostics.update(zip(DIAGNOSTICS, (float(v) for v in values)))
 
     def array(v: Optional[ArrayView]) -> Optional[Array]:
         return v.array if v is not None else None
@@ -236,17 +306,21 @@ def propensity_loss(
     propensity: Optional[Array] = None,
     imputed_logits: Optional[Array] = None,
     *,
-    base: Literal["bce", "bt"] = "bce",
+    base: Literal["bce", "bt", "mse"] = "bce",
     estimator: EstimatorName = "ips",
     rho10: float = 0.0,
     rho01: float = 0.0,
     p_min: float = 0.1,
     reduction: Literal["mean", "sum", "none"] = "mean",
-    nonnegative: bool = False,
+    nonnegative: Union[bool, Literal["classwise"]] = False,
     tau: Optional[float] = None,
     lambda_: Optional[float] = None,
+    correction: Literal["backward", "forward"] = "backward",
+    beta: Optional[float] = None,
+    gamma: Optional[float] = None,
     return_grad: bool = False,
-) -> Union[Array, Tuple[Array, Array, Optional[Array]]]:
+    return_diagnostics: bool = False,
+) -> Any:
     """Propensity-weighted, noise-aware loss of a reward model on observational feedback.
 
     Args:
@@ -261,7 +335,9 @@ def propensity_loss(
             by ips, snips and dr; ignored (not read) by naive.
         imputed_logits: the imputation model's logits, same shape as ``logits``; read by
             (and only allowed for) dr, sndr, switch_dr, dros, sg_dr, dr_jl and mrdr.
-        base: "bce" (pointwise) or "bt" (pairwise Bradley-Terry).
+        base: "bce" (pointwise), "bt" (pairwise Bradley-Terry) or "mse" (pointwise
+            ``(sigmoid(z) - y)^2`` for ratings y in [0, 1]; no noise correction: rho10 and rho01
+            must be 0).
         estimator: "naive" (mean over observed rows), "ips", "snips", "dr", "sndr",
             "switch_dr", "dros", "sg_ips", "sg_dr", or the imputation objectives "dr_jl" and
             "mrdr" (see the module doc for each formula).
@@ -276,20 +352,39 @@ def propensity_loss(
             family, ``e_i + v_i (l~_i - e_i)`` for the dr family, where ``v_i`` is the
             estimator's weight, for sndr ``N w_i / sum w``; ``m_i (l~_i - e_i)^2`` for dr_jl
             and mrdr).
-        nonnegative: clamp the reduced loss at 0 (gradient 0 when clamped; per row for
+        nonnegative: True clamps the reduced loss at 0 (gradient 0 when clamped; per row for
             "none").  The noise-corrected loss can be negative, and minimising a negative risk
-            with a flexible model diverges.
+            with a flexible model diverges.  "classwise" (backward correction, "mean" / "sum"):
+            the risk R = R_1 + R_0 split into its terms in l(z, 1) and l(z, 0); the loss is
+            max(0, R_1) + max(0, R_0) and the gradient follows nnPU's rule per class (Kiryo et
+            al. 2017): the gradient of R_c where R_c >= -beta, else -gamma times it, a step that
+            pushes R_c back up.  That rule is not the derivative of the reported loss (it is
+            where every R_c >= 0).  With classes flipped, a second pass rewrites the gradients.
         tau: switch_dr's threshold (required there, >= 0, may be inf = dr): rows whose weight
             exceeds it keep only the imputed loss.  OBP's name.
         lambda_: dros' shrinkage (required there, >= 0, may be inf = dr; 0 = the imputation
             alone) or sg_ips / sg_dr's sub-Gaussian parameter (required there, in [0, 1];
             0 = ips / dr).  OBP's name (a trailing underscore: ``lambda`` is a keyword).
+        correction: "backward" (Natarajan et al.: the surrogate l~ above) or "forward"
+            (Patrini et al. 2017: BCE of the noisy label against the model's probability of a
+            noisy 1, ``q = (1 - rho01) sigmoid(z) + rho10 (1 - sigmoid(z))``; non-negative rows,
+            no 1/d factor; the imputed loss e is then the same loss against the label
+            sigmoid(h)).  Combinable with every estimator.
+        beta, gamma: nnPU's parameters of nonnegative="classwise" (defaults 0 and 1; an error
+            with any other nonnegative).
         return_grad: also return the gradients of the loss (of the sum of the rows for "none").
+        return_diagnostics: also return a dict of floats: "ess" (effective sample size of the
+            estimator's weights v, (sum v)^2 / sum v^2), "clipped_share" (share of observed
+            rows whose propensity was raised to p_min; NaN for naive), "risk1" and "risk0"
+            (R_1 and R_0 of the backward-corrected bce / bt risk, as "mean" or "sum" reduces
+            them; NaN for forward, mse and dr_jl / mrdr).  For torch they come from a second,
+            forward-only call (not differentiable; reading them synchronises on CUDA).
 
     Returns:
         The loss (0-d array, or ``[N]`` for "none") in the library, device and dtype of
         ``logits``; with ``return_grad`` the tuple ``(loss, grad_logits, grad_imputed)``, where
-        ``grad_imputed`` is None unless the estimator reads ``imputed_logits``.
+        ``grad_imputed`` is None unless the estimator reads ``imputed_logits``; with
+        ``return_diagnostics`` the pair ``(that result, diagnostics)``.
 
     Defined edge cases: empty input gives loss 0.  A batch without observed rows gives 0 and
     zero gradients for naive, ips and snips (nothing to learn from); dr then gives the mean
@@ -300,20 +395,26 @@ def propensity_loss(
     gradients) a row derivative beyond the dtype, a float64 sum that overflows, or a reduced
     loss beyond the dtype (ValueError "... overflows the logits' dtype ..." on the CPU).
     """
-    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative, tau, lambda_)
+    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative, tau, lambda_,
+                                correction, beta, gamma)
+    boolean(return_diagnostics, "return_diagnostics")
+    diagnostics: Optional[dict] = {} if return_diagnostics else None
     if _arrays.is_torch_tensor(logits):
-        from ._torch_ops import propensity_loss_torch
+        from ._torch_ops import propensity_diagnostics_torch, propensity_loss_torch
 
-        if return_grad:
-            return propensity_loss_torch(logits, labels, observed, propensity, imputed_logits, options, True)
-        return propensity_loss_torch(logits, labels, observed, propensity, imputed_logits, options, False)[0]
+        result = propensity_loss_torch(logits, labels, observed, propensity, imputed_logits, options, return_grad)
+        if return_diagnostics:
+            diagnostics = propensity_diagnostics_torch(logits, labels, observed, propensity, imputed_logits, options)
+        value = result if return_grad else result[0]
+        return (value, diagnostics) if return_diagnostics else value
     loss, scale, df, dh = compute_propensity_loss(
-        logits, labels, observed, propensity, imputed_logits, options, return_grad
+        logits, labels, observed, propensity, imputed_logits, options, return_grad, diagnostics
     )
-    if not return_grad:
-        return loss
-    assert df is not None and scale is not None  # want_grad was True
-    if reduction != "none":
-        df = df * scale
-        dh = dh * scale if dh is not None else None
-    return loss, df, dh
+    result = loss
+    if return_grad:
+        assert df is not None and scale is not None  # want_grad was True
+        if reduction != "none":
+            df = df * scale
+            dh = dh * scale if dh is not None else None
+        result = (loss, df, dh)
+    return (result, diagnostics) if return_diagnostics else result
