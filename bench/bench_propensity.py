@@ -239,16 +239,48 @@ def main() -> None:
     print(f"copy of {gb:.3f} GB traffic {copy:8.2f} ms   (fused / copy = {fused / copy:.2f})")
 
 
+def _interleaved_medians_ms(fns: dict, device: str, repeats: int) -> dict:
+    """Medians of each function, timed in rounds that call every function once (in turn), so
+    that load drifting on a shared machine reaches all of them alike."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    for fn in fns.values():
+        fn()
+    sync()
+    times: dict = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
+def family_bytes_per_row(estimator: str) -> int:
+    """Bytes the fused pass must move per row: sg_ips reads no imputation logits and writes no
+    gradient for them (17 B); sndr reads observed and propensity a second time (+5 B)."""
+    if estimator == "sg_ips":
+        return 3 * 4 + 1 + 4
+    return BYTES_PER_ROW + (5 if estimator == "sndr" else 0)
+
+
 def family_table(data, device: str, repeats: int) -> None:
-    """Medians of fused and eager forward + backward per estimator; fused times are taken in
-    alternation with dr's (the machine is shared: load drifts between runs)."""
+    """Medians of fused and eager forward + backward per estimator, each round timing the
+    estimator's fused step, dr's fused step, the estimator's eager step and a copy of the bytes
+    the fused pass must move (the memory floor) in turn."""
     print(f"device {device}, torch threads {torch.get_num_threads()}, N = {N}, float32, noise correction on")
-    print(f"{'estimator':10s} {'fused ms':>9s} {'dr ms':>7s} {'/ dr':>6s} {'eager ms':>9s} {'eager/fused':>11s}")
+    print(f"{'estimator':10s} {'fused ms':>9s} {'dr ms':>7s} {'/ dr':>6s} {'eager ms':>9s} {'eager/fused':>11s} "
+          f"{'copy ms':>8s} {'fused/copy':>10s}")
     for estimator in NEW_ESTIMATORS:
-        fused = _median_ms(functools.partial(family_fused_step, estimator, *data), device, repeats)
-        dr = _median_ms(functools.partial(family_fused_step, "dr", *data), device, repeats)
-        eager = _median_ms(functools.partial(eager_family_step, estimator, *data), device, max(3, repeats // 4))
-        print(f"{estimator:10s} {fused:9.2f} {dr:7.2f} {fused / dr:6.2f} {eager:9.2f} {eager / fused:11.1f}")
+        buffer = torch.empty(N * family_bytes_per_row(estimator) // 2, dtype=torch.uint8, device=device)
+        t = _interleaved_medians_ms({
+            "fused": functools.partial(family_fused_step, estimator, *data),
+            "dr": functools.partial(family_fused_step, "dr", *data),
+            "eager": functools.partial(eager_family_step, estimator, *data),
+            "copy": buffer.clone,
+        }, device, repeats)
+        print(f"{estimator:10s} {t['fused']:9.2f} {t['dr']:7.2f} {t['fused'] / t['dr']:6.2f} {t['eager']:9.2f} "
+              f"{t['eager'] / t['fused']:11.1f} {t['copy']:8.2f} {t['fused'] / t['copy']:10.2f}")
 
 
 if __name__ == "__main__":

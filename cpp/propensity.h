@@ -136,6 +136,12 @@ struct PassScalars {
   double factor0 = 1.0;
 };
 
+// Whether a call needs the class split R_1 + R_0 of its risk (the class-wise rule, or the
+// diagnostics); the kernels compute it only then.
+inline bool propensity_needs_classes(const PropensityOptions& opt, const PropensityArrays& a) {
+  return opt.nonnegative == NonNegative::kClasswise || a.diagnostics != nullptr;
+}
+
 // Per-chunk partial sums of the CPU pass; chunks have a fixed size (independent of threads).
 constexpr int64_t kPropensityChunk = 16384;
 struct ChunkSums {

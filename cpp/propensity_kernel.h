@@ -68,7 +68,7 @@ struct DoubleMath {
 template <typename T>
 using MathFor = std::conditional_t<std::is_same_v<T, double>, DoubleMath, FloatMath>;
 
-template <Estimator E, LossKind K, typename T, typename ObsT, bool Pair>
+template <Estimator E, LossKind K, bool Classes, typename T, typename ObsT, bool Pair>
 class PropensityKernel {
  public:
   PropensityKernel(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass)
@@ -147,17 +147,17 @@ class PropensityKernel {
         pk = p[k];
         bad_p += !(pk > T(0)) + !(pk <= T(1));
       }
-      const RowResult<T> r = propensity_row<E, K, T, MathFor<T>>(z, yk, static_cast<T>(o[k]), pk, hk, c);
+      const RowResult<T> r = propensity_row<E, K, Classes, T, MathFor<T>>(z, yk, static_cast<T>(o[k]), pk, hk, c);
       const bool clamp = clamp_rows & (r.term < T(0));
       term[k] = clamp ? T(0) : r.term;
-      if constexpr (K == LossKind::kSurrogate) class1[k] = r.class1;
+      if constexpr (Classes) class1[k] = r.class1;
       d_logit[k] = clamp ? T(0) : r.d_logit * prescale;
       d_impute[k] = clamp ? T(0) : r.d_impute * prescale;
       norm[k] = r.norm;
     }
     s.term += lane_sum(term, m);  // not finite when a row term overflowed T (checked on the total)
     s.norm += lane_sum(norm, m);
-    if constexpr (K == LossKind::kSurrogate) s.class1 += lane_sum(class1, m);
+    if constexpr (Classes) s.class1 += lane_sum(class1, m);
     // Finite inputs, non-finite derivative: the weight overflowed T.  Counted while storing: the
     // same test inside the row loop above stops GCC from vectorising it (10x slower).
     int bad_grad = 0;
@@ -247,20 +247,30 @@ void weight_chunks(const PropensityArrays& a, const PropensityOptions& opt, Chun
   });
 }
 
-template <Estimator E, LossKind K, typename T, typename ObsT>
+template <Estimator E, LossKind K, bool Classes, typename T, typename ObsT>
 void dispatch_pair(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
                    ChunkSums* sums) {
   if constexpr (K != LossKind::kMse) {  // mse is pointwise (checked with the options)
-    if (opt.pairwise) return PropensityKernel<E, K, T, ObsT, true>(a, opt, pass).run(sums);
+    if (opt.pairwise) return PropensityKernel<E, K, Classes, T, ObsT, true>(a, opt, pass).run(sums);
   }
-  PropensityKernel<E, K, T, ObsT, false>(a, opt, pass).run(sums);
+  PropensityKernel<E, K, Classes, T, ObsT, false>(a, opt, pass).run(sums);
+}
+
+// The class split only where it exists and the call needs it (class-wise rule, diagnostics).
+template <Estimator E, LossKind K, typename T, typename ObsT>
+void dispatch_classes(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
+                      ChunkSums* sums) {
+  if constexpr (kHasClasses<E, K>) {
+    if (propensity_needs_classes(opt, a)) return dispatch_pair<E, K, true, T, ObsT>(a, opt, pass, sums);
+  }
+  dispatch_pair<E, K, false, T, ObsT>(a, opt, pass, sums);
 }
 
 template <Estimator E, LossKind K, typename T>
 void dispatch_observed(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
                        ChunkSums* sums) {
-  if (a.observed_dtype == a.dtype) return dispatch_pair<E, K, T, T>(a, opt, pass, sums);
-  dispatch_pair<E, K, T, uint8_t>(a, opt, pass, sums);
+  if (a.observed_dtype == a.dtype) return dispatch_classes<E, K, T, T>(a, opt, pass, sums);
+  dispatch_classes<E, K, T, uint8_t>(a, opt, pass, sums);
 }
 
 template <Estimator E, typename T>

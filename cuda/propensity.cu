@@ -220,7 +220,9 @@ __global__ void __launch_bounds__(kThreads) propensity_rows(PropensityArrays a, 
       pk = load(p, i);
       bad |= (pk > R(0) && pk <= R(1)) ? 0 : kBadPropensity;
     }
-    RowResult<R> r = propensity_row<E, K, R, DeviceMath<T>>(z, yk, ok, pk, hk, c);
+    // The class split always where it exists: on the device the extra arithmetic is hidden
+    // behind the memory traffic, and one instantiation per estimator keeps the build short.
+    RowResult<R> r = propensity_row<E, K, kHasClasses<E, K>, R, DeviceMath<T>>(z, yk, ok, pk, hk, c);
     if (clamp_rows && r.term < R(0)) {
       r.term = R(0);
       r.d_logit = R(0);
