@@ -479,3 +479,25 @@ def test_cuda_classwise_flip_rewrites_gradients():
     got = propensity_loss(*(x.cuda() for x in a), **kw)
     for w, g in zip(want, got):
         assert_close(g.cpu().numpy(), w.numpy(), 1e-10, "class-wise flip on CUDA")
+
+
+@pytest.mark.parametrize("options", [
+    ("bce", "dr", 0.1, 0.3, 0.1, "mean", "classwise", None, None, "backward", 0.0, 0.5),
+    ("bt", "sg_dr", 0.1, 0.2, 0.1, "sum", "classwise", None, 0.3, "backward", 0.01, 1.0),
+    ("bce", "sndr", 0.1, 0.2, 0.1, "none", "off", None, None, "forward", None, None),
+    ("bt", "mrdr", 0.2, 0.1, 0.1, "mean", "off", None, None, "forward", None, None),
+    ("mse", "switch_dr", 0.0, 0.0, 0.1, "mean", "total", 4.0, None, "backward", None, None),
+], ids=lambda o: "-".join(map(str, o[:2] + o[6:7] + o[9:10])))
+def test_opcheck_noise_options(options):
+    torch = pytest.importorskip("torch")
+    import fairkernels.torch  # noqa: F401  (registers the ops)
+
+    base, estimator = options[0], options[1]
+    f, y, o, p, h = (torch.tensor(x) for x in make_inputs(33, base if base == "bt" else "bce", seed=3))
+    if estimator not in IMPUTED:
+        h = None
+    leaf_h = h.clone().requires_grad_() if h is not None else None
+    fused = torch.ops.fairkernels.propensity_loss_fused.default
+    forward = torch.ops.fairkernels.propensity_loss.default
+    torch.library.opcheck(fused, (f.clone().requires_grad_(), y, o, p, leaf_h, *options))
+    torch.library.opcheck(forward, (f, y, o, p, h, *options))

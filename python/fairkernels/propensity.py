@@ -85,8 +85,8 @@ class PropensityOptions:
                 f"rho10={self.rho10}, rho01={self.rho01}"
             )
         object.__setattr__(self, "p_min", real(self.p_min, "p_min", 0.0, 1.0))
-        if self.nonnegative != "classwise":
-            boolean(self.nonnegative, "nonnegative")
+        if self.nonnegative != "classwise" and not isinstance(self.nonnegative, bool):
+            raise TypeError(f"nonnegative must be False, True or 'classwise', got {self.nonnegative!r}")
         self._check_hyper_parameters()
         self._check_noise_options()
 
