@@ -272,6 +272,18 @@ def test_every_cpu_build_matches_the_reference(isa):
         "    ref = reference_loss(*a, **kw)\n"
         "    worst = max(worst, abs(float(got[0]) - ref[0]) / max(1, abs(ref[0])),\n"
         "                float(np.max(np.abs(got[1] - ref[1]))) / max(1e-30, float(np.max(np.abs(ref[1])))))\n"
+        "  for mode in (dict(correction='forward'), dict(nonnegative='classwise', gamma=0.5)):\n"
+        "    a = make_inputs(20_011, base, np.float32, seed=3)\n"
+        "    kw = dict(base=base, estimator='dr', rho10=0.1, rho01=0.35, **mode)\n"
+        "    got = propensity_loss(*a, return_grad=True, **kw)\n"
+        "    ref = reference_loss(*a, **kw)\n"
+        "    worst = max(worst, abs(float(got[0]) - ref[0]) / max(1, abs(ref[0])),\n"
+        "                float(np.max(np.abs(got[1] - ref[1]))) / max(1e-30, float(np.max(np.abs(ref[1])))))\n"
+        "a = make_inputs(20_011, 'bce', np.float32, seed=3)\n"
+        "r = np.random.default_rng(0).random(20_011).astype(np.float32)\n"
+        "got = propensity_loss(a[0], r, *a[2:], base='mse', estimator='sndr', return_grad=True)\n"
+        "ref = reference_loss(a[0], r, *a[2:], base='mse', estimator='sndr')\n"
+        "worst = max(worst, float(np.max(np.abs(got[1] - ref[1]))) / float(np.max(np.abs(ref[1]))))\n"
         "print(worst)"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
