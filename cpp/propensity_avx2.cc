@@ -11,10 +11,21 @@
 namespace fk {
 namespace cpu_avx2 {
 
-bool propensity_chunks_avx2(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums) {
+static bool supported_avx2() {
   static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (!supported) return false;
-  cpu_avx2_impl::propensity_chunks(a, opt, sums);
+  return supported;
+}
+
+bool propensity_chunks_avx2(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
+                           ChunkSums* sums) {
+  if (!supported_avx2()) return false;
+  cpu_avx2_impl::propensity_chunks(a, opt, pass, sums);
+  return true;
+}
+
+bool propensity_weight_chunks_avx2(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums) {
+  if (!supported_avx2()) return false;
+  cpu_avx2_impl::propensity_weight_chunks(a, opt, sums);
   return true;
 }
 
@@ -23,7 +34,10 @@ bool propensity_chunks_avx2(const PropensityArrays& a, const PropensityOptions& 
 #else
 namespace fk {
 namespace cpu_avx2 {
-bool propensity_chunks_avx2(const PropensityArrays&, const PropensityOptions&, ChunkSums*) { return false; }
+bool propensity_chunks_avx2(const PropensityArrays&, const PropensityOptions&, const PassScalars&, ChunkSums*) {
+  return false;
+}
+bool propensity_weight_chunks_avx2(const PropensityArrays&, const PropensityOptions&, ChunkSums*) { return false; }
 }  // namespace cpu_avx2
 }  // namespace fk
 #endif

@@ -11,12 +11,23 @@
 namespace fk {
 namespace cpu_avx512 {
 
-bool propensity_chunks_avx512(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums) {
+static bool supported_avx512() {
   static const bool supported = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
                                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
                                 __builtin_cpu_supports("fma");
-  if (!supported) return false;
-  cpu_avx512_impl::propensity_chunks(a, opt, sums);
+  return supported;
+}
+
+bool propensity_chunks_avx512(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
+                           ChunkSums* sums) {
+  if (!supported_avx512()) return false;
+  cpu_avx512_impl::propensity_chunks(a, opt, pass, sums);
+  return true;
+}
+
+bool propensity_weight_chunks_avx512(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums) {
+  if (!supported_avx512()) return false;
+  cpu_avx512_impl::propensity_weight_chunks(a, opt, sums);
   return true;
 }
 
@@ -25,7 +36,10 @@ bool propensity_chunks_avx512(const PropensityArrays& a, const PropensityOptions
 #else
 namespace fk {
 namespace cpu_avx512 {
-bool propensity_chunks_avx512(const PropensityArrays&, const PropensityOptions&, ChunkSums*) { return false; }
+bool propensity_chunks_avx512(const PropensityArrays&, const PropensityOptions&, const PassScalars&, ChunkSums*) {
+  return false;
+}
+bool propensity_weight_chunks_avx512(const PropensityArrays&, const PropensityOptions&, ChunkSums*) { return false; }
 }  // namespace cpu_avx512
 }  // namespace fk
 #endif

@@ -10,11 +10,29 @@ void bind_propensity_types(py::module_& m) {
       .value("naive", Estimator::kNaive)
       .value("ips", Estimator::kIps)
       .value("snips", Estimator::kSnips)
-      .value("dr", Estimator::kDr);
+      .value("dr", Estimator::kDr)
+      .value("sndr", Estimator::kSndr)
+      .value("switch_dr", Estimator::kSwitchDr)
+      .value("dros", Estimator::kDros)
+      .value("sg_ips", Estimator::kSgIps)
+      .value("sg_dr", Estimator::kSgDr)
+      .value("dr_jl", Estimator::kDrJl)
+      .value("mrdr", Estimator::kMrdr);
   py::enum_<Reduction>(m, "Reduction", "How the row terms are reduced.")
       .value("mean", Reduction::kMean)
       .value("sum", Reduction::kSum)
       .value("none", Reduction::kNone);
+
+  py::enum_<LossKind>(m, "LossKind", "How the row loss is formed.")
+      .value("surrogate", LossKind::kSurrogate)
+      .value("forward", LossKind::kForward)
+      .value("mse", LossKind::kMse);
+  py::enum_<NonNegative>(m, "NonNegative", "How the reduced loss is kept non-negative.")
+      .value("off", NonNegative::kOff)
+      .value("total", NonNegative::kTotal)
+      .value("classwise", NonNegative::kClasswise);
+  m.attr("PROPENSITY_DIAGNOSTICS") = py::make_tuple("ess", "clipped_share", "risk1", "risk0");
+  m.attr("PROPENSITY_DIAGNOSTICS_SIZE") = static_cast<int>(kDiagnostics);
 
   py::class_<PropensityOptions> options(m, "PropensityOptions", "fk::PropensityOptions (cpp/propensity.h).");
   options.def(py::init<>())
@@ -25,9 +43,14 @@ void bind_propensity_types(py::module_& m) {
       .def_readwrite("rho10", &PropensityOptions::rho10)
       .def_readwrite("rho01", &PropensityOptions::rho01)
       .def_readwrite("p_min", &PropensityOptions::p_min)
+      .def_readwrite("loss", &PropensityOptions::loss)
+      .def_readwrite("nn_beta", &PropensityOptions::nn_beta)
+      .def_readwrite("nn_gamma", &PropensityOptions::nn_gamma)
       .def_readwrite("nonnegative", &PropensityOptions::nonnegative)
       .def_readwrite("want_grad", &PropensityOptions::want_grad)
-      .def_readwrite("grad_prescale", &PropensityOptions::grad_prescale);
+      .def_readwrite("grad_prescale", &PropensityOptions::grad_prescale)
+      .def_readwrite("tau", &PropensityOptions::tau)
+      .def_readwrite("lambda_", &PropensityOptions::lambda_);
 
   py::class_<PropensityArrays> arrays(m, "PropensityArrays", "fk::PropensityArrays (cpp/propensity.h).");
   arrays.def(py::init<>())
@@ -42,6 +65,7 @@ void bind_propensity_types(py::module_& m) {
   def_address(arrays, "grad_scale", &PropensityArrays::grad_scale);
   def_address(arrays, "grad_logits", &PropensityArrays::grad_logits);
   def_address(arrays, "grad_imputed", &PropensityArrays::grad_imputed);
+  def_address(arrays, "diagnostics", &PropensityArrays::diagnostics);
 }
 
 void bind_propensity(py::module_& m) {

@@ -68,11 +68,12 @@ struct DoubleMath {
 template <typename T>
 using MathFor = std::conditional_t<std::is_same_v<T, double>, DoubleMath, FloatMath>;
 
-template <Estimator E, typename T, typename ObsT, bool Pair>
+template <Estimator E, LossKind K, bool Classes, typename T, typename ObsT, bool Pair>
 class PropensityKernel {
  public:
-  PropensityKernel(const PropensityArrays& a, const PropensityOptions& opt)
+  PropensityKernel(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass)
       : opt_(opt),
+        c_(row_constants<T>(opt, pass)),
         f_(static_cast<const T*>(a.logits)),
         y_(static_cast<const T*>(a.labels)),
         o_(static_cast<const ObsT*>(a.observed)),
@@ -80,11 +81,7 @@ class PropensityKernel {
         h_(static_cast<const T*>(a.imputed)),
         loss_(static_cast<T*>(a.loss)),
         df_(static_cast<T*>(a.grad_logits)),
-        dh_(static_cast<T*>(a.grad_imputed)) {
-    const double d = 1.0 - opt.rho10 - opt.rho01;
-    c_ = RowConstants<T>{static_cast<T>(opt.rho10), static_cast<T>(1.0 / d), static_cast<T>(1.0 - opt.rho01),
-                         static_cast<T>(opt.p_min), static_cast<T>(opt.grad_prescale)};
-  }
+        dh_(static_cast<T*>(a.grad_imputed)) {}
 
   void run(ChunkSums* sums) const {
     parallel_chunks(opt_.n_rows, kPropensityChunk, [&](int64_t c, int64_t begin, int64_t end) {
@@ -112,8 +109,8 @@ class PropensityKernel {
   static constexpr int64_t kBlock = 256;
 
   void block(int64_t begin, int64_t end, ChunkSums& s) const {
-    T term[kBlock], d_logit[kBlock], d_impute[kBlock];
-    const bool clamp_rows = opt_.reduction == Reduction::kNone && opt_.nonnegative;
+    T term[kBlock], d_logit[kBlock], d_impute[kBlock], class1[kBlock];
+    const bool clamp_rows = opt_.reduction == Reduction::kNone && opt_.nonnegative == NonNegative::kTotal;
     const int64_t m = end - begin;
     const T* f = f_ + (Pair ? 2 * begin : begin);
     const T* h = h_ != nullptr ? h_ + (Pair ? 2 * begin : begin) : nullptr;
@@ -134,7 +131,7 @@ class PropensityKernel {
         z = f[k];
       }
       bad_f += !finite(z);
-      if constexpr (E == Estimator::kDr) {
+      if constexpr (estimator_uses_imputed(E)) {
         if constexpr (Pair) {
           hk = h[2 * k] - h[2 * k + 1];
           bad_h += !finite(h[2 * k]) + !finite(h[2 * k + 1]);
@@ -146,25 +143,27 @@ class PropensityKernel {
       const T yk = y[k];
       bad_y += !(yk >= T(0)) + !(yk <= T(1));
       bad_o += !valid_observed(o[k]);
-      if constexpr (E != Estimator::kNaive) {
+      if constexpr (estimator_uses_propensity(E)) {
         pk = p[k];
         bad_p += !(pk > T(0)) + !(pk <= T(1));
       }
-      const RowResult<T> r = propensity_row<E, T, MathFor<T>>(z, yk, static_cast<T>(o[k]), pk, hk, c);
+      const RowResult<T> r = propensity_row<E, K, Classes, T, MathFor<T>>(z, yk, static_cast<T>(o[k]), pk, hk, c);
       const bool clamp = clamp_rows & (r.term < T(0));
       term[k] = clamp ? T(0) : r.term;
+      if constexpr (Classes) class1[k] = r.class1;
       d_logit[k] = clamp ? T(0) : r.d_logit * prescale;
       d_impute[k] = clamp ? T(0) : r.d_impute * prescale;
       norm[k] = r.norm;
     }
     s.term += lane_sum(term, m);  // not finite when a row term overflowed T (checked on the total)
     s.norm += lane_sum(norm, m);
+    if constexpr (Classes) s.class1 += lane_sum(class1, m);
     // Finite inputs, non-finite derivative: the weight overflowed T.  Counted while storing: the
     // same test inside the row loop above stops GCC from vectorising it (10x slower).
     int bad_grad = 0;
     if (opt_.want_grad) {
       bad_grad = store_grad(d_logit, df_, begin, m);
-      if constexpr (E == Estimator::kDr) bad_grad += store_grad(d_impute, dh_, begin, m);
+      if constexpr (estimator_uses_imputed(E)) bad_grad += store_grad(d_impute, dh_, begin, m);
     }
     s.invalid |= (bad_f ? kBadLogits : 0) | (bad_y ? kBadLabels : 0) | (bad_o ? kBadObserved : 0) |
                  (bad_p ? kBadPropensity : 0) | (bad_h ? kBadImputed : 0) |
@@ -218,34 +217,100 @@ class PropensityKernel {
   T* dh_;
 };
 
-template <Estimator E, typename T, typename ObsT>
-void dispatch_pair(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums) {
-  if (opt.pairwise) return PropensityKernel<E, T, ObsT, true>(a, opt).run(sums);
-  PropensityKernel<E, T, ObsT, false>(a, opt).run(sums);
+// The sum of the clipped weights per chunk (into ChunkSums::norm): sndr needs it before its
+// rows.  Contents are validated by the main pass; invalid ones only make this sum meaningless.
+// Blocks of weights into a stack buffer, then the fixed-lane sum: both loops vectorise.
+template <typename T, typename ObsT>
+void weight_chunks(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums) {
+  constexpr int64_t kBlock = 256;
+  const T* p_all = static_cast<const T*>(a.propensity);
+  const ObsT* o_all = static_cast<const ObsT*>(a.observed);
+  const T p_min = static_cast<T>(opt.p_min);
+  parallel_chunks(opt.n_rows, kPropensityChunk, [&](int64_t c, int64_t begin, int64_t end) {
+    constexpr int kLanes = 8;
+    double lanes[kLanes] = {};
+    T w[kBlock];
+    for (int64_t b = begin; b < end; b += kBlock) {
+      const int64_t m = b + kBlock < end ? kBlock : end - b;
+      const T* p = p_all + b;
+      const ObsT* o = o_all + b;
+      for (int64_t k = 0; k < m; ++k) w[k] = static_cast<T>(o[k]) / (p[k] > p_min ? p[k] : p_min);
+      int64_t k = 0;
+      for (; k + kLanes <= m; k += kLanes) {
+        for (int j = 0; j < kLanes; ++j) lanes[j] += static_cast<double>(w[k + j]);
+      }
+      for (int j = 0; k < m; ++k, ++j) lanes[j] += static_cast<double>(w[k]);
+    }
+    ChunkSums s;
+    for (int j = 0; j < kLanes; ++j) s.norm += lanes[j];
+    sums[c] = s;
+  });
+}
+
+template <Estimator E, LossKind K, bool Classes, typename T, typename ObsT>
+void dispatch_pair(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
+                   ChunkSums* sums) {
+  if constexpr (K != LossKind::kMse) {  // mse is pointwise (checked with the options)
+    if (opt.pairwise) return PropensityKernel<E, K, Classes, T, ObsT, true>(a, opt, pass).run(sums);
+  }
+  PropensityKernel<E, K, Classes, T, ObsT, false>(a, opt, pass).run(sums);
+}
+
+// The class split only where it exists and the call needs it (class-wise rule, diagnostics).
+template <Estimator E, LossKind K, typename T, typename ObsT>
+void dispatch_classes(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
+                      ChunkSums* sums) {
+  if constexpr (kHasClasses<E, K>) {
+    if (propensity_needs_classes(opt, a)) return dispatch_pair<E, K, true, T, ObsT>(a, opt, pass, sums);
+  }
+  dispatch_pair<E, K, false, T, ObsT>(a, opt, pass, sums);
+}
+
+template <Estimator E, LossKind K, typename T>
+void dispatch_observed(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
+                       ChunkSums* sums) {
+  if (a.observed_dtype == a.dtype) return dispatch_classes<E, K, T, T>(a, opt, pass, sums);
+  dispatch_classes<E, K, T, uint8_t>(a, opt, pass, sums);
 }
 
 template <Estimator E, typename T>
-void dispatch_observed(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums) {
-  if (a.observed_dtype == a.dtype) return dispatch_pair<E, T, T>(a, opt, sums);
-  dispatch_pair<E, T, uint8_t>(a, opt, sums);
+void dispatch_loss(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
+                   ChunkSums* sums) {
+  switch (opt.loss) {
+    case LossKind::kSurrogate: return dispatch_observed<E, LossKind::kSurrogate, T>(a, opt, pass, sums);
+    case LossKind::kForward: return dispatch_observed<E, LossKind::kForward, T>(a, opt, pass, sums);
+    case LossKind::kMse: return dispatch_observed<E, LossKind::kMse, T>(a, opt, pass, sums);
+  }
 }
 
 template <typename T>
-void dispatch_estimator(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums) {
+void dispatch_estimator(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
+                        ChunkSums* sums) {
   switch (opt.estimator) {
-    case Estimator::kNaive: return dispatch_observed<Estimator::kNaive, T>(a, opt, sums);
-    case Estimator::kIps: return dispatch_observed<Estimator::kIps, T>(a, opt, sums);
-    case Estimator::kSnips: return dispatch_observed<Estimator::kSnips, T>(a, opt, sums);
-    case Estimator::kDr: return dispatch_observed<Estimator::kDr, T>(a, opt, sums);
+#define FK_CASE(e) \
+  case Estimator::e: return dispatch_loss<Estimator::e, T>(a, opt, pass, sums);
+    FK_CASE(kNaive) FK_CASE(kIps) FK_CASE(kSnips) FK_CASE(kDr) FK_CASE(kSndr) FK_CASE(kSwitchDr) FK_CASE(kDros)
+    FK_CASE(kSgIps) FK_CASE(kSgDr) FK_CASE(kDrJl) FK_CASE(kMrdr)
+#undef FK_CASE
   }
 }
 
 }  // namespace
 
 // Fills sums[c] for every chunk c of kPropensityChunk rows, and the requested per-row outputs.
-void propensity_chunks(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums) {
-  if (a.dtype == DType::kFloat64) return dispatch_estimator<double>(a, opt, sums);
-  dispatch_estimator<float>(a, opt, sums);
+void propensity_chunks(const PropensityArrays& a, const PropensityOptions& opt, const PassScalars& pass,
+                       ChunkSums* sums) {
+  if (a.dtype == DType::kFloat64) return dispatch_estimator<double>(a, opt, pass, sums);
+  dispatch_estimator<float>(a, opt, pass, sums);
+}
+
+// Fills sums[c].norm with the sum of the clipped weights o / max(p, p_min) of chunk c.
+void propensity_weight_chunks(const PropensityArrays& a, const PropensityOptions& opt, ChunkSums* sums) {
+  const bool same = a.observed_dtype == a.dtype;
+  if (a.dtype == DType::kFloat64) {
+    return same ? weight_chunks<double, double>(a, opt, sums) : weight_chunks<double, uint8_t>(a, opt, sums);
+  }
+  same ? weight_chunks<float, float>(a, opt, sums) : weight_chunks<float, uint8_t>(a, opt, sums);
 }
 
 }  // namespace FK_PROPENSITY_NAMESPACE

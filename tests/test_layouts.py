@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import fairkernels
 from fairkernels.bandits import GridBounds, PrimalDual, run_episodes
+from fairkernels.propensity import IMPUTED_ESTIMATORS
 from layouts import (
     NUMPY_INPUT_LAYOUTS_1D,
     NUMPY_INPUT_LAYOUTS_2D,
@@ -278,6 +279,21 @@ def _propensity_inputs(base="bce", dtype=np.float64, seed=1, n=40):
 
 
 PROPENSITY_OPTIONS = dict(estimator="dr", rho10=0.1, rho01=0.2, p_min=0.1)
+HYPER_PARAMETERS = {"switch_dr": dict(tau=4.0), "dros": dict(lambda_=3.0), "sg_ips": dict(lambda_=0.3),
+                    "sg_dr": dict(lambda_=0.3)}
+
+
+@pytest.mark.parametrize("argument", ["observed", "propensity"])
+def test_sndr_weight_pass_layouts(argument):
+    """sndr reads observed and propensity twice (its weight sum first): every layout of them."""
+    inputs = _propensity_inputs("bce")
+    for layout in _layouts_for(inputs[argument]):
+        arguments = dict(inputs)
+        arguments[argument] = numpy_layout(inputs[argument], layout)
+        got, expected = _check_against_contiguous(fairkernels.propensity_loss, arguments, estimator="sndr",
+                                                  rho10=0.1, rho01=0.2, return_grad=True)
+        for g, e in zip(got, expected):
+            assert_bitwise_equal(g, e)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
@@ -640,7 +656,8 @@ def test_large_views_do_not_crash(layout):
 @given(
     n=st.integers(0, 30),
     base=st.sampled_from(["bce", "bt"]),
-    estimator=st.sampled_from(["naive", "ips", "snips", "dr"]),
+    estimator=st.sampled_from(["naive", "ips", "snips", "dr", "sndr", "switch_dr", "dros", "sg_ips", "sg_dr", "dr_jl",
+                               "mrdr"]),
     reduction=st.sampled_from(["mean", "sum", "none"]),
     dtype=st.sampled_from([np.float32, np.float64]),
     layouts=st.tuples(layouts_2d, layouts_1d, layouts_1d, layouts_1d, layouts_2d),
@@ -655,10 +672,11 @@ def test_propensity_loss_all_arguments_drawn_together(n, base, estimator, reduct
         kind = layout if value.ndim == 2 else layout.replace("_rows", "").replace("fortran", "strided")
         kind = kind if kind in (NUMPY_INPUT_LAYOUTS_2D if value.ndim == 2 else NUMPY_INPUT_LAYOUTS_1D) else "strided"
         views[name] = numpy_layout(value, kind)
-    if estimator != "dr":
+    if estimator not in IMPUTED_ESTIMATORS:
         views.pop("imputed_logits")
     got, expected = _check_against_contiguous(fairkernels.propensity_loss, views, base=base, estimator=estimator,
-                                              reduction=reduction, rho10=0.1, rho01=0.05, return_grad=True)
+                                              reduction=reduction, rho10=0.1, rho01=0.05, return_grad=True,
+                                              **HYPER_PARAMETERS.get(estimator, {}))
     for g, e in zip(got, expected):
         assert_bitwise_equal(g, e)
 

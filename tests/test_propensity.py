@@ -15,7 +15,11 @@ import pytest
 from fairkernels import propensity_loss
 from propensity_reference import base_loss, reference_loss
 
-ESTIMATORS = ("naive", "ips", "snips", "dr")
+ESTIMATORS = ("naive", "ips", "snips", "dr", "sndr", "switch_dr", "dros", "sg_ips", "sg_dr", "dr_jl", "mrdr")
+IMPUTED = ("dr", "sndr", "switch_dr", "dros", "sg_dr", "dr_jl", "mrdr")
+# Hyper-parameters for the grid: tau = 4 switches off the rows with p < 1/4 (make_inputs draws
+# p from [0.02, 1]); lambda_ = 3 shrinks the large weights of dros.
+HYPER = {"switch_dr": dict(tau=4.0), "dros": dict(lambda_=3.0), "sg_ips": dict(lambda_=0.3), "sg_dr": dict(lambda_=0.3)}
 REDUCTIONS = ("mean", "sum", "none")
 TOL = {np.float64: 1e-10, np.float32: 2e-5}
 
@@ -33,8 +37,8 @@ def make_inputs(n, base="bce", dtype=np.float64, seed=0, scale=3.0, observed_dty
 
 def call(logits, labels, observed, propensity, imputed, estimator, **kw):
     return propensity_loss(
-        logits, labels, observed, propensity, imputed if estimator == "dr" else None, estimator=estimator,
-        return_grad=True, **kw,
+        logits, labels, observed, propensity, imputed if estimator in IMPUTED else None, estimator=estimator,
+        return_grad=True, **{**HYPER.get(estimator, {}), **kw},
     )
 
 
@@ -58,14 +62,15 @@ def test_matches_reference_over_grid(dtype, base, estimator):
     inputs = make_inputs(40_003, base, dtype, seed=hash((base, estimator)) % 1000)
     grid = itertools.product(REDUCTIONS, (False, True), ((0.0, 0.0), (0.1, 0.2), (0.3, 0.25)), (0.1, 0.0))
     for reduction, nonnegative, (rho10, rho01), p_min in grid:
-        kw = dict(base=base, rho10=rho10, rho01=rho01, p_min=p_min, reduction=reduction, nonnegative=nonnegative)
+        kw = dict(base=base, rho10=rho10, rho01=rho01, p_min=p_min, reduction=reduction, nonnegative=nonnegative,
+                  **HYPER.get(estimator, {}))
         loss, grad, grad_h = call(*inputs, estimator, **kw)
         ref_loss, ref_grad, ref_grad_h = reference_loss(*inputs, estimator=estimator, **kw)
         what = f"{kw}"
         assert loss.dtype == dtype and grad.dtype == dtype and grad.shape == inputs[0].shape
         assert_close(loss, ref_loss, TOL[dtype], "loss " + what)
         assert_close(grad, ref_grad, TOL[dtype], "grad " + what)
-        if estimator == "dr":
+        if estimator in IMPUTED:
             assert grad_h.shape == inputs[0].shape
             assert_close(grad_h, ref_grad_h, TOL[dtype], "grad_imputed " + what)
         else:
@@ -195,7 +200,8 @@ def test_extreme_logits_are_finite_and_exact(dtype, base):
     p = np.full(n, 0.5, dtype=dtype)
     for estimator in ESTIMATORS:
         loss, grad, grad_h = call(f, y, o, p, h, estimator, base=base, rho10=0.1, rho01=0.2, reduction="none")
-        ref = reference_loss(f, y, o, p, h, base=base, estimator=estimator, rho10=0.1, rho01=0.2, reduction="none")
+        ref = reference_loss(f, y, o, p, h, base=base, estimator=estimator, rho10=0.1, rho01=0.2, reduction="none",
+                             **HYPER.get(estimator, {}))
         assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
         # loss values reach 2e4 (pair differences): compare relative to the magnitude
         assert_close(loss, ref[0], 1e-6, f"{estimator} loss")
@@ -254,17 +260,30 @@ def test_every_cpu_build_matches_the_reference(isa):
     FAIRKERNELS_PROPENSITY_ISA) all match the reference.  On a processor without a build's
     instructions the cap just selects the next narrower one."""
     code = (
-        "import numpy as np, sys; sys.path.insert(0, 'tests'); from test_propensity import make_inputs;"
+        "import numpy as np, sys; sys.path.insert(0, 'tests');"
+        "from test_propensity import make_inputs, ESTIMATORS, IMPUTED, HYPER;"
         "from propensity_reference import reference_loss; from fairkernels import propensity_loss;"
         "worst = 0.0\n"
         "for base in ('bce', 'bt'):\n"
-        "  for est in ('naive', 'ips', 'snips', 'dr'):\n"
+        "  for est in ESTIMATORS:\n"
         "    a = make_inputs(20_011, base, np.float32, seed=3)\n"
-        "    kw = dict(base=base, estimator=est, rho10=0.1, rho01=0.2)\n"
-        "    got = propensity_loss(*a[:4], a[4] if est == 'dr' else None, return_grad=True, **kw)\n"
+        "    kw = dict(base=base, estimator=est, rho10=0.1, rho01=0.2, **HYPER.get(est, {}))\n"
+        "    got = propensity_loss(*a[:4], a[4] if est in IMPUTED else None, return_grad=True, **kw)\n"
         "    ref = reference_loss(*a, **kw)\n"
         "    worst = max(worst, abs(float(got[0]) - ref[0]) / max(1, abs(ref[0])),\n"
         "                float(np.max(np.abs(got[1] - ref[1]))) / max(1e-30, float(np.max(np.abs(ref[1])))))\n"
+        "  for mode in (dict(correction='forward'), dict(nonnegative='classwise', gamma=0.5)):\n"
+        "    a = make_inputs(20_011, base, np.float32, seed=3)\n"
+        "    kw = dict(base=base, estimator='dr', rho10=0.1, rho01=0.35, **mode)\n"
+        "    got = propensity_loss(*a, return_grad=True, **kw)\n"
+        "    ref = reference_loss(*a, **kw)\n"
+        "    worst = max(worst, abs(float(got[0]) - ref[0]) / max(1, abs(ref[0])),\n"
+        "                float(np.max(np.abs(got[1] - ref[1]))) / max(1e-30, float(np.max(np.abs(ref[1])))))\n"
+        "a = make_inputs(20_011, 'bce', np.float32, seed=3)\n"
+        "r = np.random.default_rng(0).random(20_011).astype(np.float32)\n"
+        "got = propensity_loss(a[0], r, *a[2:], base='mse', estimator='sndr', return_grad=True)\n"
+        "ref = reference_loss(a[0], r, *a[2:], base='mse', estimator='sndr')\n"
+        "worst = max(worst, float(np.max(np.abs(got[1] - ref[1]))) / float(np.max(np.abs(ref[1]))))\n"
         "print(worst)"
     )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -321,6 +340,17 @@ def test_invalid_arrays_raise_naming_the_argument(name, value, match):
         (dict(estimator="dm"), "estimator"),
         (dict(base="hinge"), "base"),
         (dict(reduction="max"), "reduction"),
+        (dict(estimator="switch_dr"), "tau is required"),
+        (dict(estimator="switch_dr", tau=-1.0), "tau"),
+        (dict(estimator="switch_dr", tau=float("nan")), "tau"),
+        (dict(estimator="dros"), "lambda_ is required"),
+        (dict(estimator="dros", lambda_=-0.5), "lambda_"),
+        (dict(estimator="sg_ips"), "lambda_ is required"),
+        (dict(estimator="sg_dr", lambda_=1.5), "lambda_"),
+        (dict(estimator="sg_ips", lambda_=float("inf")), "lambda_"),
+        (dict(estimator="ips", tau=2.0), "tau is only used"),
+        (dict(estimator="switch_dr", tau=2.0, lambda_=0.5), "lambda_ is only used"),
+        (dict(estimator="dr", lambda_=0.5), "lambda_ is only used"),
     ],
 )
 def test_invalid_options_raise(kw, match):
@@ -339,6 +369,11 @@ def test_missing_or_extra_inputs():
         propensity_loss(args["logits"], args["labels"], args["observed"], args["propensity"], estimator="dr")
     with pytest.raises(ValueError, match="imputed_logits"):
         propensity_loss(**args, estimator="ips")
+    with pytest.raises(ValueError, match="imputed_logits"):
+        propensity_loss(**args, estimator="sg_ips", lambda_=0.5)
+    for estimator in ("sndr", "dr_jl", "mrdr"):
+        with pytest.raises(ValueError, match=f"imputed_logits are required by estimator='{estimator}'"):
+            propensity_loss(args["logits"], args["labels"], args["observed"], args["propensity"], estimator=estimator)
     with pytest.raises(ValueError, match="logits"):
         propensity_loss(np.zeros((10, 2)), args["labels"], args["observed"], args["propensity"], base="bce")
     with pytest.raises(TypeError, match="logits"):
@@ -367,27 +402,87 @@ def test_gradcheck_float64(base, estimator):
     f, y, o, p, h = _torch_inputs(9, base, seed=5)
     o[:3] = True
     for reduction, nonnegative, (rho10, rho01) in itertools.product(REDUCTIONS, (False, True), ((0, 0), (0.2, 0.1))):
-        loss_fn = CausalRMLoss(base, estimator, rho10, rho01, 0.1, reduction, nonnegative)
+        loss_fn = CausalRMLoss(base, estimator, rho10, rho01, 0.1, reduction, nonnegative, **HYPER.get(estimator, {}))
         f_ = f.clone().requires_grad_()
-        if estimator == "dr":
+        if estimator in IMPUTED:
             h_ = h.clone().requires_grad_()
             assert torch.autograd.gradcheck(lambda a, b, fn=loss_fn: fn(a, y, o, p, b), (f_, h_))
         else:
             assert torch.autograd.gradcheck(lambda a, fn=loss_fn: fn(a, y, o, p), (f_,))
 
 
+NO_HYPER = (None, None, "backward", None, None)  # tau, lambda_, correction, beta, gamma of the ops
+
+
 def test_opcheck():
+    import fairkernels.torch  # noqa: F401  (registers the ops)
+
     f, y, o, p, h = _torch_inputs(33, "bt")
     common = ("bt", "dr", 0.1, 0.2, 0.1)
     fused = torch.ops.fairkernels.propensity_loss_fused.default
     forward = torch.ops.fairkernels.propensity_loss.default
     for reduction in REDUCTIONS:
         torch.library.opcheck(
-            fused, (f.clone().requires_grad_(), y, o, p, h.clone().requires_grad_(), *common, reduction, False)
+            fused, (f.clone().requires_grad_(), y, o, p, h.clone().requires_grad_(), *common, reduction, "off",
+                    *NO_HYPER)
         )
-        torch.library.opcheck(forward, (f, y, o, p, h, *common, reduction, True))
+        torch.library.opcheck(forward, (f, y, o, p, h, *common, reduction, "total", *NO_HYPER))
     torch.library.opcheck(fused, (f[:, 0].clone().requires_grad_(), y, o.double(), p, None, "bce", "ips", 0, 0, 0.1,
-                                  "mean", False))
+                                  "mean", "off", *NO_HYPER))
+
+
+@pytest.mark.parametrize("estimator", [e for e in ESTIMATORS if e not in ("naive", "ips", "snips", "dr")])
+def test_opcheck_new_estimators(estimator):
+    import fairkernels.torch  # noqa: F401  (registers the ops)
+
+    f, y, o, p, h = _torch_inputs(33, "bce")
+    hyper = HYPER.get(estimator, {})
+    tail = (hyper.get("tau"), hyper.get("lambda_"), "backward", None, None)
+    h = h if estimator in IMPUTED else None
+    fused = torch.ops.fairkernels.propensity_loss_fused.default
+    forward = torch.ops.fairkernels.propensity_loss.default
+    for reduction in REDUCTIONS:
+        leaf_h = h.clone().requires_grad_() if h is not None else None
+        torch.library.opcheck(fused, (f.clone().requires_grad_(), y, o, p, leaf_h, "bce", estimator, 0.1, 0.2, 0.1,
+                                      reduction, "off", *tail))
+        torch.library.opcheck(forward, (f, y, o, p, h, "bce", estimator, 0.1, 0.2, 0.1, reduction, "total", *tail))
+
+
+def test_torch_compile_fullgraph_every_new_estimator():
+    """One compiled step holding every new estimator (each a custom op call) plus the two
+    imputation objectives on the imputer's logits: same losses and gradients as eager."""
+    from fairkernels.torch import CausalRMLoss
+
+    losses = [CausalRMLoss("bce", e, 0.1, 0.2, 0.1, "mean", e not in ("dr_jl", "mrdr"), **HYPER.get(e, {}))
+              for e in ESTIMATORS if e not in ("naive", "ips", "snips", "dr")]
+    # ... and the noise options: class-wise non-negative risk, forward correction, mse base.
+    losses += [CausalRMLoss("bce", "dr", 0.1, 0.3, 0.1, "mean", "classwise", gamma=0.5),
+               CausalRMLoss("bce", "sndr", 0.1, 0.2, 0.1, "mean", correction="forward"),
+               CausalRMLoss("mse", "ips")]
+    torch.manual_seed(1)
+    x = torch.randn(256, 8)
+    y = (torch.rand(256) < 0.4).float()
+    o = torch.rand(256) < 0.3
+    p = torch.rand(256) * 0.9 + 0.1
+
+    def step(model, imputer):
+        f, h = model(x).squeeze(-1), imputer(x).squeeze(-1)
+        return [fn(f, y, o, p, h if fn.options.estimator in IMPUTED else None) for fn in losses]
+
+    results = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model, imputer = torch.nn.Linear(8, 1), torch.nn.Linear(8, 1)
+        fn = torch.compile(step, fullgraph=True) if compiled else step
+        values = fn(model, imputer)
+        sum(values).backward()
+        results.append(([v.item() for v in values], [q.grad.clone() for q in (*model.parameters(),
+                                                                              *imputer.parameters())]))
+    (eager_values, eager_grads), (compiled_values, compiled_grads) = results
+    np.testing.assert_allclose(compiled_values, eager_values, rtol=1e-6)
+    assert all(np.isfinite(eager_values)) and len(set(eager_values)) == len(eager_values)
+    for a, b in zip(eager_grads, compiled_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_module_matches_numpy_and_return_grad():
@@ -497,9 +592,9 @@ def test_cuda_matches_cpu(dtype, base, estimator):
     tol = 1e-10 if dtype == torch.float64 else 2e-5
     for reduction, nonnegative in itertools.product(REDUCTIONS, (False, True)):
         kw = dict(base=base, estimator=estimator, rho10=0.1, rho01=0.2, reduction=reduction,
-                  nonnegative=nonnegative, return_grad=True)
-        want = propensity_loss(*cpu[:4], cpu[4] if estimator == "dr" else None, **kw)
-        got = propensity_loss(*gpu[:4], gpu[4] if estimator == "dr" else None, **kw)
+                  nonnegative=nonnegative, return_grad=True, **HYPER.get(estimator, {}))
+        want = propensity_loss(*cpu[:4], cpu[4] if estimator in IMPUTED else None, **kw)
+        got = propensity_loss(*gpu[:4], gpu[4] if estimator in IMPUTED else None, **kw)
         for w, g in zip(want, got):
             if w is None:
                 assert g is None

@@ -28,7 +28,7 @@ from torch.autograd.function import once_differentiable
 from . import _arrays
 from .advantage import AdvantageOptions, compute_group_advantages, validated_options
 from .bandits.policies import STATE_FIELDS, bound_options, select_arms, state_struct, update_state
-from .propensity import PropensityOptions, compute_propensity_loss, logits_shape_ok
+from .propensity import IMPUTED_ESTIMATORS, PropensityOptions, compute_propensity_loss, logits_shape_ok
 
 # ------------------------------------------------------------------------------------------
 # Group advantages
@@ -185,17 +185,24 @@ def propensity_loss_op(
     rho01: float,
     p_min: float,
     reduction: str,
-    nonnegative: bool,
+    nonnegative: str,
+    tau: Optional[float],
+    lambda_: Optional[float],
+    correction: str,
+    beta: Optional[float],
+    gamma: Optional[float],
 ) -> torch.Tensor:
-    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
+    options = PropensityOptions.from_op(base, estimator, rho10, rho01, p_min, reduction, nonnegative, tau, lambda_,
+                                        correction, beta, gamma)
     return cast(torch.Tensor,
                 compute_propensity_loss(logits, labels, observed, propensity, imputed_logits, options, False)[0])
 
 
 @propensity_loss_op.register_fake
 def _(logits, labels, observed, propensity, imputed_logits, base, estimator, rho10, rho01, p_min, reduction,
-      nonnegative):
-    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
+      nonnegative, tau, lambda_, correction, beta, gamma):
+    options = PropensityOptions.from_op(base, estimator, rho10, rho01, p_min, reduction, nonnegative, tau, lambda_,
+                                        correction, beta, gamma)
     _check_fake(logits, imputed_logits, options)
     return logits.new_empty(_loss_shape(logits, reduction))
 
@@ -213,11 +220,18 @@ def propensity_loss_fused_op(
     rho01: float,
     p_min: float,
     reduction: str,
-    nonnegative: bool,
+    nonnegative: str,
+    tau: Optional[float],
+    lambda_: Optional[float],
+    correction: str,
+    beta: Optional[float],
+    gamma: Optional[float],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, grad_scale, grad_logits, grad_imputed); the derivatives are unscaled (see
-    fairkernels.propensity.compute_propensity_loss); grad_imputed is empty unless "dr"."""
-    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
+    fairkernels.propensity.compute_propensity_loss); grad_imputed is empty unless the estimator
+    reads the imputation logits."""
+    options = PropensityOptions.from_op(base, estimator, rho10, rho01, p_min, reduction, nonnegative, tau, lambda_,
+                                        correction, beta, gamma)
     loss, scale, df, dh = compute_propensity_loss(
         logits, labels, observed, propensity, imputed_logits, options, True
     )
@@ -227,11 +241,15 @@ def propensity_loss_fused_op(
 
 @propensity_loss_fused_op.register_fake
 def _(logits, labels, observed, propensity, imputed_logits, base, estimator, rho10, rho01, p_min, reduction,
-      nonnegative):
-    options = PropensityOptions(base, estimator, rho10, rho01, p_min, reduction, nonnegative)
+      nonnegative, tau, lambda_, correction, beta, gamma):
+    options = PropensityOptions.from_op(base, estimator, rho10, rho01, p_min, reduction, nonnegative, tau, lambda_,
+                                        correction, beta, gamma)
     _check_fake(logits, imputed_logits, options)
-    dh = torch.empty_like(logits) if estimator == "dr" else logits.new_empty((0,))
+    dh = torch.empty_like(logits) if estimator in IMPUTED_ESTIMATORS else logits.new_empty((0,))
     return logits.new_empty(_loss_shape(logits, reduction)), logits.new_empty(()), torch.empty_like(logits), dh
+
+
+_N_OPTIONS = len(PropensityOptions().as_tuple())
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -257,7 +275,7 @@ def _backward(ctx, grad_loss, _grad_scale, _grad_df, _grad_dh):
     scale, df, dh = ctx.saved_tensors
     factor = gradient_factor(grad_loss, scale, ctx.per_row, ctx.pairwise)
     grad_imputed = dh * factor if ctx.has_imputed else None
-    return df * factor, None, None, None, grad_imputed, None, None, None, None, None, None, None
+    return (df * factor, None, None, None, grad_imputed) + (None,) * _N_OPTIONS
 
 
 propensity_loss_fused_op.register_autograd(_backward, setup_context=_setup_context)
@@ -337,6 +355,19 @@ def propensity_loss_torch(logits, labels, observed, propensity, imputed_logits, 
     loss = compute_propensity_loss(logits.detach(), labels_data, observed_data, propensity_data,
                                    _data(imputed_logits), options, False)[0]
     return loss, None, None
+
+
+def propensity_diagnostics_torch(logits, labels, observed, propensity, imputed_logits,
+                                 options: PropensityOptions) -> dict:
+    """The diagnostics of a call (a forward-only kernel call on the detached inputs; eager
+    only: the values are Python floats)."""
+    if torch.compiler.is_compiling():
+        raise RuntimeError("return_diagnostics is not supported under torch.compile: the diagnostics are Python "
+                           "floats; call propensity_loss(..., return_diagnostics=True) outside the compiled region")
+    diagnostics: dict = {}
+    compute_propensity_loss(logits.detach(), _data(labels), _data(observed), _data(propensity),
+                            _data(imputed_logits), options, False, diagnostics)
+    return diagnostics
 
 
 # ------------------------------------------------------------------------------------------
