@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import _memory
+
 # Codes of the compiled core's DType enum (cpp/common.h); keep in step.
 DTYPE_CODES = {
     "bool": 0,
@@ -167,6 +169,7 @@ def astype(v: ArrayView, dtype: str) -> ArrayView:
     return view(cupy.ascontiguousarray(v.array.astype(dtype)), v.name)
 
 
+@_memory.advises_fresh_outputs  # huge pages for large fresh CPU outputs (_memory.py)
 def empty(like: ArrayView, shape: Sequence[int], dtype: str, name: str) -> ArrayView:
     """A new array in like's library and device."""
     shape = tuple(int(s) for s in shape)
