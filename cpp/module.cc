@@ -10,6 +10,7 @@ void bind_advantage(pybind11::module_& m);
 void bind_propensity(pybind11::module_& m);
 void bind_bandits(pybind11::module_& m);
 void bind_memory(pybind11::module_& m);
+void bind_sampler(pybind11::module_& m);
 }  // namespace fk
 
 PYBIND11_MODULE(_core, m) {
@@ -18,6 +19,7 @@ PYBIND11_MODULE(_core, m) {
   fk::bind_propensity(m);
   fk::bind_bandits(m);
   fk::bind_memory(m);
+  fk::bind_sampler(m);
   m.def("openmp_threads", []() {
 #if defined(_OPENMP)
         return omp_get_max_threads();
