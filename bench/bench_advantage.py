@@ -256,6 +256,16 @@ def test_token_fairkernels_4k_pages(benchmark, data, case, variant):
                   **token_kwargs(data, case))
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("case", ["c", "d"])
+def test_token_fairkernels_streaming_fresh(benchmark, data, case, variant):
+    """A fresh result written with streaming stores (the out= path, into a fresh buffer advised
+    as the policy advises): the measurement behind regular stores for fresh results."""
+    tag(benchmark, case, variant, "fairkernels_streaming_stores", "fresh")
+    benchmark(lambda: fairkernels.group_advantages(data["rewards"], **grouping(data, variant), mask=data["mask"],
+                                                   out=fresh((N, T), huge_pages=True), **token_kwargs(data, case)))
+
+
 def advised_copy(source):
     return fresh(source.shape, huge_pages=True).copy_(source)
 
