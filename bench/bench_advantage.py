@@ -231,7 +231,7 @@ def test_token_torch(benchmark, data, case, variant, policy, mask_dtype, huge_pa
         pytest.skip("out= and no fresh [N, T] temporary: nothing to advise")
     tag(benchmark, case, variant, f"torch_{mask_dtype}_mask" + ("_hugepages" if huge_pages else ""), policy)
     out = data["out"] if policy == "out" else None
-    benchmark.pedantic(torch_token, args=(data, case, variant, out, mask_dtype, huge_pages), rounds=3, iterations=1)
+    benchmark.pedantic(torch_token, args=(data, case, variant, out, mask_dtype, huge_pages), rounds=5, iterations=1)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

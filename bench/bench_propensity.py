@@ -11,8 +11,9 @@ Compared in the same run with
 
 reduction="none" (the per-row loss, forward only, same estimator) is compared with the floor of
 its result: a fresh [N] float32 tensor advised to use huge pages plus copy_() of an existing one
-(the fastest known way to produce a fresh result of that size), and measured with the huge-page
-policy off as well (FAIRKERNELS_HUGEPAGES=0).
+(the fastest known way to produce a fresh result of that size), with a copy of the bytes it must
+move (17 B per row read, 4 B written: `copy_of_traffic`), and measured with the huge-page policy
+off as well (FAIRKERNELS_HUGEPAGES=0).
 
     pytest bench/bench_propensity.py --benchmark-only     (pytest-benchmark statistics)
     python bench/bench_propensity.py [--device cuda]      (medians and ratios as a table)
@@ -36,6 +37,7 @@ from fairkernels.torch import CausalRMLoss
 N = 4_194_304
 RHO10, RHO01, P_MIN = 0.1, 0.2, 0.1
 BYTES_PER_ROW = 4 * 4 + 1 + 2 * 4
+NONE_BYTES_PER_ROW = 4 * 4 + 1 + 4  # reduction="none", no gradients: the row loss written
 
 
 def make_inputs(device: str = "cpu", n: int = N):
@@ -153,6 +155,11 @@ def test_per_row_loss_4k_pages(benchmark, inputs):
 def test_per_row_floor(benchmark):
     tag_none(benchmark, "copy_floor", variant="any")
     benchmark(advised_copy, torch.ones(N))
+
+
+def test_per_row_copy_of_traffic(benchmark):
+    tag_none(benchmark, "copy_of_traffic")
+    benchmark(advised_copy, torch.ones(N * NONE_BYTES_PER_ROW // 2, dtype=torch.uint8))
 
 
 @pytest.mark.cuda
