@@ -23,9 +23,8 @@ THP_MEM_ALLOC_ENABLE=1).  bench/report.py turns the JSON into ratios.
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import uuid
+from collections import defaultdict
 
 import numpy as np
 import pytest
