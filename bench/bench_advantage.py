@@ -11,9 +11,17 @@ shuffled integer ids):
      multi_objective_aggregation modes (variant = the mode), fixed groups
 with T = 1,024.  Baselines in the same run: a per-group Python loop (verl's
 compute_grpo_outcome_advantage and the authors' argsort ranks), vectorised torch (TRL's
-view(-1, G); segment sums with index_add_ as verl's vectorised estimator), and for c and d the
-memory floor: a copy producing a result of the same size under the same allocation policy
-(fresh result: clone(); caller's buffer: copy_()).  bench/report.py turns the JSON into ratios.
+view(-1, G); segment sums with index_add_ as verl's vectorised estimator; for c the masked
+log-prob sums as batched dot products, torch's fastest way here), and for c and d the memory
+floor: the fastest known way to produce a result of the same size under the same allocation
+policy (caller's buffer: copy_(); fresh result: a fresh buffer with huge pages advised as
+fairkernels advises its outputs (fairkernels._memory), then copy_()).
+
+Fresh token-level results are also measured with the huge-page policy off
+(`fairkernels_4k_pages`, i.e. FAIRKERNELS_HUGEPAGES=0) and torch's [N, T] results and
+temporaries both as torch allocates them (`torch_*_mask`) and written with out= into fresh
+buffers advised the same way (`torch_*_mask_hugepages`: what torch does with
+THP_MEM_ALLOC_ENABLE=1).  bench/report.py turns the JSON into ratios.
 """
 
 from __future__ import annotations
@@ -21,14 +29,17 @@ from __future__ import annotations
 import inspect
 import math
 import textwrap
+import uuid
 from collections import defaultdict
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
 import fairkernels
 from cuda_timing import synchronized
+from fairkernels import _memory
 
 N, G, T, BETA = 65_536, 16, 1_024, 0.25
 EPS = 1e-6
@@ -97,10 +108,25 @@ def python_loop(data, variant, ranks_from=None):
     return verl_loop(scores, index)
 
 
-def masked_mean_logp(data):
-    # torch's fastest masked mean here: bool mask selects (a float-mask multiply is slower).
-    lp, mask = data["token_logp"], data["mask"]
-    return torch.where(mask, lp, 0.0).sum(1) / mask.sum(1).clamp_min(1)
+def fresh(shape, dtype=torch.float32, huge_pages=False):
+    """A fresh CPU tensor; huge_pages: advised as fairkernels advises its own fresh outputs."""
+    x = torch.empty(shape, dtype=dtype)
+    if huge_pages:
+        _memory.advise_fresh(x.data_ptr(), x.nbytes)
+    return x
+
+
+def float_mask(data, mask_dtype, huge_pages=False):
+    if mask_dtype == "float32":
+        return data["mask_float"]
+    return fresh(data["mask"].shape, huge_pages=huge_pages).copy_(data["mask"])  # bool -> float once
+
+
+def masked_mean_logp(data, mask_dtype="bool", huge_pages=False):
+    """torch's fastest masked mean measured here: batched dot products of the log-probs with a
+    float mask (no [N, T] temporary; where(mask, lp, 0).sum(1) and bool sums are 5-15x slower)."""
+    lp, mask = data["token_logp"], float_mask(data, mask_dtype, huge_pages)
+    return torch.bmm(lp.unsqueeze(1), mask.unsqueeze(2)).view(-1) / mask.sum(1).clamp_min(1)
 
 
 def torch_fixed(rewards, likelihood=None):
@@ -190,23 +216,28 @@ def test_token_fairkernels(benchmark, data, case, variant, policy):
               **token_kwargs(data, case), **out)
 
 
-def torch_token(data, case, variant, out=None, mask_dtype="bool"):
-    likelihood = masked_mean_logp(data) if case == "c" else None
+def torch_token(data, case, variant, out=None, mask_dtype="bool", huge_pages=False):
+    likelihood = masked_mean_logp(data, mask_dtype, huge_pages) if case == "c" else None
     adv = torch_vectorized(data, variant, likelihood)
     mask = data["mask"] if mask_dtype == "bool" else data["mask_float"]
-    if out is None:
+    if out is None and not huge_pages:
         return adv[:, None] * mask
+    if out is None:
+        out = fresh(mask.shape, huge_pages=True)
     return torch.mul(adv[:, None], mask, out=out)
 
 
+@pytest.mark.parametrize("huge_pages", [False, True])
 @pytest.mark.parametrize("mask_dtype", ["bool", "float32"])
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("case", ["c", "d"])
-def test_token_torch(benchmark, data, case, variant, policy, mask_dtype):
-    tag(benchmark, case, variant, f"torch_{mask_dtype}_mask", policy)
+def test_token_torch(benchmark, data, case, variant, policy, mask_dtype, huge_pages):
+    if policy == "out" and huge_pages and (case == "d" or mask_dtype == "float32"):
+        pytest.skip("out= and no fresh [N, T] temporary: nothing to advise")
+    tag(benchmark, case, variant, f"torch_{mask_dtype}_mask" + ("_hugepages" if huge_pages else ""), policy)
     out = data["out"] if policy == "out" else None
-    benchmark.pedantic(torch_token, args=(data, case, variant, out, mask_dtype), rounds=3, iterations=1)
+    benchmark.pedantic(torch_token, args=(data, case, variant, out, mask_dtype, huge_pages), rounds=5, iterations=1)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -215,25 +246,131 @@ def test_token_python_loop(benchmark, data, case, variant):
     tag(benchmark, case, variant, "python_loop", "fresh")
 
     def run():
-        likelihood = masked_mean_logp(data) if case == "c" else None
+        likelihood = masked_mean_logp(data, "float32") if case == "c" else None
         return python_loop(data, variant, likelihood)[:, None] * data["mask"]
 
     benchmark.pedantic(run, rounds=1, iterations=1)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("case", ["c", "d"])
+def test_token_fairkernels_4k_pages(benchmark, data, case, variant):
+    """Fresh results with the huge-page policy off (FAIRKERNELS_HUGEPAGES=0): what it buys."""
+    tag(benchmark, case, variant, "fairkernels_4k_pages", "fresh")
+    with _memory.policy_override(enabled=False):
+        benchmark(fairkernels.group_advantages, data["rewards"], **grouping(data, variant), mask=data["mask"],
+                  **token_kwargs(data, case))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("case", ["c", "d"])
+def test_token_fairkernels_streaming_fresh(benchmark, data, case, variant):
+    """A fresh result written with streaming stores (the out= path, into a fresh buffer advised
+    as the policy advises): the measurement behind regular stores for fresh results."""
+    tag(benchmark, case, variant, "fairkernels_streaming_stores", "fresh")
+    benchmark(lambda: fairkernels.group_advantages(data["rewards"], **grouping(data, variant), mask=data["mask"],
+                                                   out=fresh((N, T), huge_pages=True), **token_kwargs(data, case)))
+
+
+def advised_copy(source):
+    return fresh(source.shape, huge_pages=True).copy_(source)
+
+
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("case", ["c", "d"])
 def test_token_memory_floor(benchmark, case, policy):
-    """The memory floor: clone() (fresh result) or copy_() (caller's buffer) of a float32 [N, T]
-    tensor, i.e. producing a result of the same size under the same allocation policy.  The
-    kernel itself reads more for c (log-probs and mask) and less for d (the mask only)."""
+    """The memory floor: the fastest known way to produce a float32 [N, T] result under the same
+    allocation policy: copy_() into the caller's buffer, or for a fresh result a fresh buffer
+    advised to use huge pages (as fairkernels' own outputs) and copy_().  The kernel itself reads
+    more for c (log-probs and mask) and less for d (the mask only)."""
     tag(benchmark, case, "any", "copy_floor", policy)  # the floor does not depend on the grouping
     source = torch.ones(N, T)
     if policy == "fresh":
-        benchmark(source.clone)
+        benchmark(advised_copy, source)
     else:
         target = torch.zeros_like(source)
         benchmark(target.copy_, source)
+
+
+@pytest.mark.parametrize("case", ["c", "d"])
+def test_token_clone_4k_pages(benchmark, case):
+    """clone() of the same tensor (torch's allocator, 4 KiB pages): the former fresh floor."""
+    tag(benchmark, case, "any", "clone_4k_pages", "fresh")
+    benchmark(torch.ones(N, T).clone)
+
+
+# ---- verl's driver-side advantage step: uid strings, token-level rewards -----------------------
+# The tensors verl's compute_advantage hands to its GRPO estimator: token_level_rewards [N, T]
+# (the reward on the last response token), response_mask [N, T] and the prompt uid of each
+# row as a numpy object array of uuid4 strings, N = 8,192 rows in groups of 16, T = 4,096.
+# The mask is float32 for both sides (verl builds it from the attention mask).
+
+VERL_N, VERL_T = 8_192, 4_096
+VERL_CASE = f"verl-uid N={VERL_N} T={VERL_T}"
+
+
+@pytest.fixture(scope="module")
+def verl_data():
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(VERL_T // 8, VERL_T + 1, (VERL_N,), generator=g)
+    mask = (torch.arange(VERL_T)[None, :] < lengths[:, None]).float()
+    rewards = torch.zeros(VERL_N, VERL_T)
+    rewards[torch.arange(VERL_N), lengths - 1] = (torch.rand(VERL_N, generator=g) < 0.4).float()
+    prompts = np.array([str(uuid.UUID(int=int(k))) for k in torch.randint(0, 2**62, (VERL_N // G,), generator=g)],
+                       dtype=object)
+    uid = prompts[torch.randperm(VERL_N, generator=g).numpy() % (VERL_N // G)]  # shuffled, as after balancing
+    return dict(token_level_rewards=rewards, response_mask=mask, index=uid)
+
+
+def verl_grpo_vectorized(token_level_rewards, response_mask, index, epsilon=1e-6):
+    """verl 0.9.1 compute_grpo_vectorized_outcome_advantage (verl/trainer/ppo/core_algos.py) with
+    its helpers as_torch_index and group_mean_std (verl/utils/groupwise.py), reimplemented for
+    the path these inputs take: uid strings do not parse as integers, so they are factorised
+    with np.unique; group sums by index_add_, a two-pass variance (Bessel, eps = 0 as
+    core_algos passes it), singleton groups mean 0 / std 1, then the broadcast multiply."""
+    scores = token_level_rewards.sum(dim=-1)
+    try:
+        gidx = torch.from_numpy(index.astype(np.int64))  # as_torch_index first tries integers
+    except (TypeError, ValueError):
+        gidx = torch.from_numpy(np.unique(index, return_inverse=True)[1].astype(np.int64))
+    n_groups = int(gidx.max().item()) + 1
+    count = torch.zeros(n_groups).index_add_(0, gidx, torch.ones_like(scores))
+    mean = torch.zeros(n_groups).index_add_(0, gidx, scores) / count.clamp_min(1.0)
+    centered = scores - mean[gidx]
+    var = torch.zeros(n_groups).index_add_(0, gidx, centered * centered) / (count - 1.0).clamp_min(1.0)
+    std = torch.sqrt(torch.clamp(var, min=0.0))
+    single = count <= 1.0
+    if torch.any(single):
+        mean, std = mean.clone(), std.clone()
+        mean[single], std[single] = 0.0, 1.0
+    scalars = (scores - mean[gidx]) / (std[gidx] + epsilon)
+    return scalars.unsqueeze(-1) * response_mask
+
+
+def fairkernels_uid(token_level_rewards, response_mask, index, epsilon=1e-6):
+    """The same result through fairkernels: uid strings to dense ids with np.unique (as verl),
+    the per-row reward (the row sum, as verl), then one kernel call (verl's singleton rule)."""
+    ids = torch.from_numpy(np.unique(index, return_inverse=True)[1].astype(np.int64))
+    scores = token_level_rewards.sum(dim=-1)
+    return fairkernels.group_advantages(scores, group_ids=ids, mask=response_mask, eps=epsilon, singleton="raw")
+
+
+def test_verl_uid_same_result(verl_data):
+    torch.testing.assert_close(fairkernels_uid(**verl_data), verl_grpo_vectorized(**verl_data), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["fairkernels", "verl_grpo_vectorized"])
+def test_verl_uid(benchmark, verl_data, impl):
+    benchmark.group = "verl-uid"
+    benchmark.extra_info.update(case=VERL_CASE, variant="uid-strings", impl=impl, policy="fresh")
+    fn = fairkernels_uid if impl == "fairkernels" else verl_grpo_vectorized
+    benchmark.pedantic(fn, kwargs=verl_data, rounds=5, iterations=1, warmup_rounds=1)
+
+
+def test_verl_uid_floor(benchmark):
+    benchmark.group = "verl-uid"
+    benchmark.extra_info.update(case=VERL_CASE, variant="any", impl="copy_floor", policy="fresh")
+    benchmark(advised_copy, torch.ones(VERL_N, VERL_T))
 
 
 # ---- CUDA: c and d against a device-to-device copy of the same bytes --------------------------

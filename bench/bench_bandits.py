@@ -14,6 +14,12 @@
            the fused synthetic episode per learner-round on the 21 x 21 product grid against
            the shared-threshold episode (K = 51, the paper's grid; and K = 441, as many arms
            as the product grid), B = 200 OFS learners, T = 2,000.
+  sampler  the episode's floor: the environment's five Binomial draws per learner-round alone
+           (Philox4x32-10 + BTRS / inversion, the same env_round of cpp/bandits_core.h), each
+           learner spending on each arm as many rounds as its OFS episode did (so drawing with
+           the episode's parameters), no bounds / selection / traces (cpp/bandits_sampler.cc), on one core ("serial") and over the episode's threads
+           ("parallel"; the same learner partition).  episode time / sampler time = the
+           episode's learner-rounds per second as a fraction of the sampler's.
 
     pytest bench/bench_bandits.py --benchmark-json=out.json    # pytest-benchmark
     python bench/bench_bandits.py                                # prints the ratios directly
@@ -29,6 +35,7 @@ import numpy as np
 import pytest
 
 from cuda_timing import synchronized
+from fairkernels import _core
 from fairkernels.bandits import GridBounds, run_episodes
 from fairkernels.envs.synthetic import make_table
 
@@ -163,6 +170,19 @@ def fused_episode(env, B, T, seed=0):
     return run_episodes(env, ["ofs"] * B, n_rounds=T, seed=seed, n_buckets=min(100, T))
 
 
+def sampler_rounds(env, pulls, seed=0, parallel=True):
+    """The episode's environment draws alone (5 Binomial draws per learner-round), learner b
+    spending pulls[b, k] rounds on arm k."""
+    pulls = np.ascontiguousarray(pulls, dtype=np.int64)
+    assert pulls.ndim == 2 and pulls.shape[1] == env.n_arms
+    accept, precision = np.ascontiguousarray(env.accept_rate), np.ascontiguousarray(env.precision)
+    return _core.sampler_rounds(dict(
+        pulls=pulls.ctypes.data, n_learners=len(pulls), seed=seed, parallel=parallel,
+        n_arms=env.n_arms, accept=accept.ctypes.data, precision=precision.ctypes.data, p0=env.p0, beta=env.beta,
+        kappa=env.kappa, cohort=env.cohort, cost=env.cost, eps=env.eps, service=env.rho_min is not None,
+        rho_min=0.0 if env.rho_min is None else env.rho_min))
+
+
 def tag(benchmark, case, variant, impl):
     benchmark.group = f"bandits-{case}"
     benchmark.extra_info.update(family="bandits", case=case, variant=variant, impl=impl, policy="fresh")
@@ -220,6 +240,36 @@ def test_episode_fused(benchmark):
     env = make_table(grid=EP_K, cohort=EP_N)
     tag(benchmark, "episode", f"B{EP_B}-T{EP_T}-K{EP_K}", "fairkernels")
     benchmark.pedantic(fused_episode, args=(env, EP_B, EP_T), rounds=1, iterations=1)
+
+
+@pytest.fixture(scope="module")
+def episode_pulls():
+    """The pull counts of the benchmarked OFS episode (run once, untimed): the sampler floor
+    draws with the parameters the episode draws with."""
+    env = make_table(grid=EP_K, cohort=EP_N)
+    return env, fused_episode(env, EP_B, EP_T).pulls
+
+
+def test_sampler_matches_fixed_episode():
+    """The sampler floor draws exactly what a FixedThreshold episode draws (same env_round, same
+    Philox streams): same total reward."""
+    env = make_table(grid=EP_K, cohort=EP_N)
+    arms = np.arange(64) % EP_K
+    traces = run_episodes(env, ["fixed"] * 64, fixed_arms=arms, n_rounds=200, seed=3, n_buckets=1)
+    pulls = np.zeros((64, EP_K), dtype=np.int64)
+    pulls[np.arange(64), arms] = 200
+    total = sampler_rounds(env, pulls, seed=3, parallel=False)
+    assert total == pytest.approx(float(traces.reward.sum()), rel=1e-12)
+    assert sampler_rounds(env, pulls, seed=3, parallel=True) == total
+
+
+@pytest.mark.parametrize("impl", ["sampler_serial", "sampler_parallel"])
+def test_episode_sampler_floor(benchmark, episode_pulls, impl):
+    env, pulls = episode_pulls
+    tag(benchmark, "episode", f"B{EP_B}-T{EP_T}-K{EP_K}", impl)
+    benchmark.extra_info["draws"] = 5 * EP_B * EP_T
+    benchmark.pedantic(sampler_rounds, args=(env, pulls), kwargs=dict(parallel=impl == "sampler_parallel"),
+                       rounds=1, iterations=1)
 
 
 def test_episode_python_loop(benchmark):

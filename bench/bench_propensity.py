@@ -3,10 +3,17 @@ estimator dr with the noise correction, on the CPU (and on CUDA when a device is
 
 Compared in the same run with
   * the same loss written as eager torch ops with autograd, and
-  * a copy of as many bytes as the fused kernel must read and write (torch clone of a buffer of
-    half that size: a clone reads and writes it once).  Bytes: logits, labels, propensity and
-    imputed logits (4 x 4 B) plus observed (bool, 1 B) read, and the two gradients (2 x 4 B)
-    written: 25 B per row.
+  * a copy of as many bytes as the fused kernel must read and write (a buffer of half that
+    size copied into a fresh buffer advised to use huge pages, as fairkernels' own fresh
+    outputs: a copy reads and writes it once).  Bytes: logits, labels, propensity and imputed
+    logits (4 x 4 B) plus observed (bool, 1 B) read, and the two gradients (2 x 4 B) written:
+    25 B per row.
+
+reduction="none" (the per-row loss, forward only, same estimator) is compared with the floor of
+its result: a fresh [N] float32 tensor advised to use huge pages plus copy_() of an existing one
+(the fastest known way to produce a fresh result of that size), with a copy of the bytes it must
+move (17 B per row read, 4 B written: `copy_of_traffic`), and measured with the huge-page policy
+off as well (FAIRKERNELS_HUGEPAGES=0).
 
 The estimators beyond the paper (sndr, switch_dr, dros, sg_ips, sg_dr, dr_jl, mrdr) are timed
 the same way (fused forward + backward, and the same loss in eager torch + autograd), each
@@ -28,12 +35,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import fairkernels
 from cuda_timing import synchronized
+from fairkernels import _memory
 from fairkernels.torch import CausalRMLoss
 
 N = 4_194_304
 RHO10, RHO01, P_MIN = 0.1, 0.2, 0.1
 BYTES_PER_ROW = 4 * 4 + 1 + 2 * 4
+NONE_BYTES_PER_ROW = 4 * 4 + 1 + 4  # reduction="none", no gradients: the row loss written
 
 
 def make_inputs(device: str = "cpu", n: int = N):
@@ -56,13 +66,17 @@ def fused_step(logits, labels, observed, propensity, imputed) -> None:
 
 def eager_loss(logits, labels, observed, propensity, imputed) -> torch.Tensor:
     """The same dr + noise-corrected loss as plain torch ops."""
+    return eager_rows(logits, labels, observed, propensity, imputed).mean()
+
+
+def eager_rows(logits, labels, observed, propensity, imputed) -> torch.Tensor:
     d = 1.0 - RHO10 - RHO01
     l1, l0 = F.softplus(-logits), F.softplus(logits)
     surrogate = ((labels - RHO10) * l1 + (1.0 - labels - RHO01) * l0) / d
     w = observed.float() / propensity.clamp(min=P_MIN)
     q = torch.sigmoid(imputed)
     imputed_loss = q * l1 + (1.0 - q) * l0
-    return (imputed_loss + w * (surrogate - imputed_loss)).mean()
+    return imputed_loss + w * (surrogate - imputed_loss)
 
 
 def eager_step(logits, labels, observed, propensity, imputed) -> None:
@@ -124,6 +138,18 @@ def copy_buffer(device: str = "cpu", n: int = N) -> torch.Tensor:
     return torch.empty(n * BYTES_PER_ROW // 2, dtype=torch.uint8, device=device)
 
 
+def advised_copy(source: torch.Tensor) -> torch.Tensor:
+    """source copied into a fresh tensor advised as fairkernels advises its fresh outputs."""
+    target = torch.empty_like(source)
+    _memory.advise_fresh(target.data_ptr(), target.nbytes)
+    return target.copy_(source)
+
+
+def per_row_loss(logits, labels, observed, propensity, imputed):
+    return fairkernels.propensity_loss(logits.detach(), labels, observed, propensity, imputed.detach(),
+                                       estimator="dr", rho10=RHO10, rho01=RHO01, p_min=P_MIN, reduction="none")
+
+
 def tag(benchmark, impl: str, family: str = "propensity", variant: str = "float32") -> None:
     """Tags read by bench/report.py (python bench/report.py out.json --family propensity)."""
     benchmark.group = f"{family}-dr-noise-4M"
@@ -157,8 +183,39 @@ def test_eager_torch_forward_backward(benchmark, inputs):
 
 def test_copy_of_the_bytes(benchmark):
     tag(benchmark, "copy_floor", variant="any")
-    buffer = copy_buffer()
-    benchmark(buffer.clone)
+    benchmark(advised_copy, copy_buffer().fill_(1))
+
+
+def tag_none(benchmark, impl: str, variant: str = "float32") -> None:
+    benchmark.group = "propensity-none-4M"
+    benchmark.extra_info.update(family="propensity", case="dr+noise N=4194304 reduction=none fwd", variant=variant,
+                                impl=impl, policy="fresh")
+
+
+def test_same_per_row_loss(inputs):
+    with torch.no_grad():
+        torch.testing.assert_close(per_row_loss(*inputs), eager_rows(*inputs), rtol=1e-5, atol=1e-5)  # cancellation
+
+
+def test_per_row_loss(benchmark, inputs):
+    tag_none(benchmark, "fairkernels")
+    benchmark(per_row_loss, *inputs)
+
+
+def test_per_row_loss_4k_pages(benchmark, inputs):
+    tag_none(benchmark, "fairkernels_4k_pages")
+    with _memory.policy_override(enabled=False):
+        benchmark(per_row_loss, *inputs)
+
+
+def test_per_row_floor(benchmark):
+    tag_none(benchmark, "copy_floor", variant="any")
+    benchmark(advised_copy, torch.ones(N))
+
+
+def test_per_row_copy_of_traffic(benchmark):
+    tag_none(benchmark, "copy_of_traffic")
+    benchmark(advised_copy, torch.ones(N * NONE_BYTES_PER_ROW // 2, dtype=torch.uint8))
 
 
 def tag_family(benchmark, estimator: str, impl: str) -> None:

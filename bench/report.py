@@ -4,7 +4,9 @@
 
 Each benchmark carries extra_info (family, case, variant, impl, policy); ratios compare the
 medians (or, with --stat min, the minima) of the same run.  "x faster" = baseline / fairkernels;
-"of floor" = fairkernels / copy floor (1.0 = as fast as the memory copy it is compared with).
+"of floor" = fairkernels / copy floor (1.0 = as fast as the memory copy it is compared with);
+"fastest torch" = the fastest of the torch baselines of that row (whatever its mask dtype or
+allocation), against fairkernels.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def table(medians: dict, family: str) -> list[str]:
     rows = []
     keys = sorted(k for k in medians if k[0] == family and k[2] != "any")
     baselines = sorted({impl for k in keys for impl in medians[k] if impl != "fairkernels"})
-    header = "| case | groups | result | fairkernels (ms) | " + " | ".join(baselines) + " | of floor |"
+    header = ("| case | groups | result | fairkernels (ms) | " + " | ".join(baselines) +
+              " | fastest torch | of floor |")
     rows += [header, "|" + "---|" * (header.count("|") - 1)]
     for key in keys:
         entry = medians[key]
@@ -41,6 +44,9 @@ def table(medians: dict, family: str) -> list[str]:
         cells = []
         for impl in baselines:
             cells.append(f"{entry[impl] * 1e3:.2f} ms ({entry[impl] / ours:.1f}x)" if impl in entry else "")
+        torch_times = {impl: t for impl, t in entry.items() if impl.startswith("torch")}
+        fastest = min(torch_times, key=torch_times.get) if torch_times else None
+        cells.append(f"{fastest} ({torch_times[fastest] / ours:.2f}x)" if fastest else "")
         floor = medians.get((family, key[1], "any", key[3]), {}).get("copy_floor")
         floor_cell = f"{ours / floor:.2f} (copy {floor * 1e3:.2f} ms)" if floor else ""
         rows.append(

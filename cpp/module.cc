@@ -12,6 +12,8 @@ namespace fk {
 void bind_advantage(pybind11::module_& m);
 void bind_propensity(pybind11::module_& m);
 void bind_bandits(pybind11::module_& m);
+void bind_memory(pybind11::module_& m);
+void bind_sampler(pybind11::module_& m);
 
 void bind_common_types(py::module_& m) {
   // Value names are the dtype names of numpy / torch, so Python looks them up by name.
@@ -35,6 +37,8 @@ PYBIND11_MODULE(_core, m) {
   fk::bind_advantage(m);
   fk::bind_propensity(m);
   fk::bind_bandits(m);
+  fk::bind_memory(m);
+  fk::bind_sampler(m);
   m.def("openmp_threads", []() {
 #if defined(_OPENMP)
         return omp_get_max_threads();

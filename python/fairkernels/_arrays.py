@@ -28,7 +28,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _core
+from . import _core, _memory
 
 #: dtype name -> the compiled core's DType value (the enum is bound by the core itself).
 DTYPES = dict(_core.DType.__members__)
@@ -354,6 +354,7 @@ def copy_as(v: ArrayView, dtype: str) -> Any:
 # Outputs
 
 
+@_memory.advises_fresh_outputs  # huge pages for large fresh CPU outputs (_memory.py)
 def fresh(like: ArrayView, shape: Sequence[int], dtype: str, name: str) -> ArrayView:
     """A new, uninitialised array in like's library and device."""
     shape = tuple(int(s) for s in shape)

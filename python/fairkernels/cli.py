@@ -18,12 +18,14 @@ EXPERIMENT_CLIS = (
 
 
 def _info(args: argparse.Namespace) -> int:
-    """Reports the build and runs one small advantage computation as a self-check."""
+    """Reports the build, the machine's huge-page settings and runs one small advantage
+    computation as a self-check."""
     import numpy as np
 
     import fairkernels
+    from fairkernels import _memory
 
-    print(json.dumps(fairkernels.build_info(), indent=2))
+    print(json.dumps({**fairkernels.build_info(), "huge_pages": _memory.describe()}, indent=2))
     rewards = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0], dtype=np.float32)
     advantages = fairkernels.group_advantages(rewards, group_size=4)
     print("group_advantages([1,0,0,1 | 1,1,1,0], group_size=4) =", np.round(advantages, 4).tolist())
@@ -33,7 +35,7 @@ def _info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fairkernels", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    info = subparsers.add_parser("info", help="report the build (backends, CUDA) and run a self-check")
+    info = subparsers.add_parser("info", help="report the build (backends, CUDA, huge pages) and run a self-check")
     info.set_defaults(func=_info)
     for module_name in EXPERIMENT_CLIS:
         try:
