@@ -17,7 +17,8 @@
   sampler  the episode's floor: the environment's five Binomial draws per learner-round alone
            (Philox4x32-10 + BTRS / inversion, the same env_round of cpp/bandits_core.h), each
            learner spending on each arm as many rounds as its OFS episode did (so drawing with
-           the episode's parameters), no bounds / selection / traces (cpp/bandits_sampler.cc), on one core ("serial") and over the episode's threads
+           the episode's parameters), no bounds / selection / traces (cpp/bandits_sampler.cc), on one
+           core ("serial") and over the episode's threads
            ("parallel"; the same learner partition).  episode time / sampler time = the
            episode's learner-rounds per second as a fraction of the sampler's.
 

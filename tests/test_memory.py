@@ -259,7 +259,7 @@ def test_advantages_identical_with_and_without_the_policy(library):
         torch = pytest.importorskip("torch")
         lib = torch.from_numpy
     for kwargs in advantage_cases(lib):
-        results = run_under_every_policy(lambda: fairkernels.group_advantages(**kwargs))
+        results = run_under_every_policy(lambda kwargs=kwargs: fairkernels.group_advantages(**kwargs))
         assert results[0][0].nbytes > 2 * HUGE  # large enough for the policy to act
         assert_bitwise_equal(results)
 
