@@ -38,6 +38,7 @@ import pytest
 from cuda_timing import synchronized
 from fairkernels import _core
 from fairkernels.bandits import GridBounds, run_episodes
+from fairkernels.bandits.episodes import kernel_table
 from fairkernels.envs.synthetic import make_table
 
 ROUND_B, ROUND_K, ROUND_M = 4096, 101, 2
@@ -176,12 +177,8 @@ def sampler_rounds(env, pulls, seed=0, parallel=True):
     spending pulls[b, k] rounds on arm k."""
     pulls = np.ascontiguousarray(pulls, dtype=np.int64)
     assert pulls.ndim == 2 and pulls.shape[1] == env.n_arms
-    accept, precision = np.ascontiguousarray(env.accept_rate), np.ascontiguousarray(env.precision)
-    return _core.sampler_rounds(dict(
-        pulls=pulls.ctypes.data, n_learners=len(pulls), seed=seed, parallel=parallel,
-        n_arms=env.n_arms, accept=accept.ctypes.data, precision=precision.ctypes.data, p0=env.p0, beta=env.beta,
-        kappa=env.kappa, cohort=env.cohort, cost=env.cost, eps=env.eps, service=env.rho_min is not None,
-        rho_min=0.0 if env.rho_min is None else env.rho_min))
+    table, held = kernel_table(env)  # held: the table's arrays, alive during the call
+    return _core.sampler_rounds(table, pulls.ctypes.data, len(pulls), seed, parallel)
 
 
 def tag(benchmark, case, variant, impl):

@@ -1,25 +1,21 @@
 // Benchmark entry point of the episode's sampler floor (bandits_sampler.h); a binding file of
-// its own so that the bandits bindings stay as they are.
-#include "bandits_binding.h"
+// its own so that the bandits bindings stay as they are.  The table is the EnvTable struct
+// bound by bandits_binding.cc (fairkernels.bandits.episodes.kernel_table fills it).
 #include "bandits_sampler.h"
+#include "binding_util.h"
 
 namespace fk {
 
 void bind_sampler(py::module_& m) {
   m.def(
       "sampler_rounds",
-      [](const py::dict& args) {
-        const EnvTable env = env_table_from_dict(args);
-        const int64_t* pulls = get_pointer<const int64_t>(args, "pulls");
-        const int64_t n_learners = get_arg<int64_t>(args, "n_learners");
-        const uint64_t seed = get_arg<uint64_t>(args, "seed");
-        const bool parallel = get_arg<bool>(args, "parallel");
+      [](EnvTable env, uintptr_t pulls, int64_t n_learners, uint64_t seed, bool parallel) {
         py::gil_scoped_release no_gil;
-        return sampler_rounds_cpu(env, pulls, n_learners, seed, parallel);
+        return sampler_rounds_cpu(env, reinterpret_cast<const int64_t*>(pulls), n_learners, seed, parallel);
       },
-      py::arg("args"),
+      py::arg("env"), py::arg("pulls"), py::arg("n_learners"), py::arg("seed"), py::arg("parallel"),
       "Benchmarks: the fused episode's environment draws alone (5 Binomial draws per learner-round), "
-      "learner b pulls[b, k] rounds on arm k ([B, K] int64); returns the sum of rewards.");
+      "learner b pulls[b, k] rounds on arm k ([B, K] int64 address); returns the sum of rewards.");
 }
 
 }  // namespace fk

@@ -158,6 +158,26 @@ def pair_arms(n_thresholds: int, arm_a: Any, arm_b: Any) -> np.ndarray:
     return a * n_thresholds + b
 
 
+def kernel_table(env: EnvTable, per_group: bool = False, place: Optional[_arrays.ArrayView] = None
+                 ) -> tuple[Any, dict[str, _arrays.ArrayView]]:
+    """The kernel's EnvTable struct (cpp/bandits.h) for env, and the arrays it points to (in
+    place's library and device; keep them alive while the struct is used)."""
+    C = env.n_arms
+    table = _core.EnvTable()
+    table.n_arms, table.n_columns, table.p0, table.beta, table.kappa = C * C if per_group else C, C, env.p0, \
+        env.beta, env.kappa
+    table.cohort, table.cost, table.eps = env.cohort, env.cost, env.eps
+    table.service = env.rho_min is not None
+    table.rho_min = 0.0 if env.rho_min is None else env.rho_min
+    tables = {"accept": env.accept_rate, "precision": env.precision}
+    if per_group:
+        tables["columns"] = pair_columns(C)
+    held = {name: _arrays.from_numpy(place, values, name) for name, values in tables.items()}
+    table.accept, table.precision = held["accept"].address, held["precision"].address
+    table.columns = held["columns"].address if per_group else 0
+    return table, held
+
+
 def run_episodes(env: EnvTable, rules: Sequence[str], *, n_rounds: int, seed: int = 0,
                  stream_ids: Optional[Sequence[int]] = None, fixed_arms: Optional[Sequence[int]] = None,
                  eta: Union[float, Sequence[float], None] = None, bound: str = "ucb1", alpha: float = 2.0,
@@ -231,24 +251,14 @@ def run_episodes(env: EnvTable, rules: Sequence[str], *, n_rounds: int, seed: in
             raise ValueError("eta must be finite and >= 0")
     seed = integer(seed, "seed", 0, 2**64 - 1)
     place = None if like is None else _arrays.view(like, "like")
-    table = _core.EnvTable()
-    table.n_arms, table.n_columns, table.p0, table.beta, table.kappa = K, C, env.p0, env.beta, env.kappa
-    table.cohort, table.cost, table.eps = env.cohort, env.cost, env.eps
-    table.service = env.rho_min is not None
-    table.rho_min = 0.0 if env.rho_min is None else env.rho_min
+    table, held = kernel_table(env, per_group, place)
     args = _core.EpisodeArgs()
     args.n_learners, args.n_rounds, args.n_buckets, args.seed = B, T, NB, seed
     args.bound = bound_options(bound, alpha, delta, horizon)
     inputs = {"stream_ids": ids, "rules": codes, "fixed_arms": arms, "eta": etas}
-    held = {name: _arrays.from_numpy(place, values, name) for name, values in inputs.items()}
-    for name, v in held.items():
-        setattr(args, name, v.address)
-    tables = {"accept": env.accept_rate, "precision": env.precision}
-    if per_group:
-        tables["columns"] = pair_columns(C)
-    held.update({name: _arrays.from_numpy(place, values, name) for name, values in tables.items()})
-    table.accept, table.precision = held["accept"].address, held["precision"].address
-    table.columns = held["columns"].address if per_group else 0
+    held.update({name: _arrays.from_numpy(place, values, name) for name, values in inputs.items()})
+    for name in inputs:
+        setattr(args, name, held[name].address)
     shapes = {"reward_trace": (B, NB), "violation_trace": (B, NB), "residual_trace": (B, NB, M), "pulls": (B, K),
               "final_share": (B,)}
     outputs = {name: _arrays.zeros(place, shape, "float64", name) for name, shape in shapes.items()}
