@@ -208,12 +208,8 @@ def test_same_choices_per_group():
 
 @pytest.mark.parametrize("impl", ["fairkernels", "numpy"])
 def test_round_per_group(benchmark, per_group_round_data, impl):
-    ours, base, obs = per_group_round_data
     tag(benchmark, "round-per-group", f"B{PG_B}-K{PG_GRID}x{PG_GRID}-M{PG_M}", impl)
-    if impl == "fairkernels":
-        benchmark(fk_round, ours, obs)
-    else:
-        benchmark(numpy_round, base, obs)
+    time_round(benchmark, per_group_round_data, impl)
 
 
 @pytest.mark.parametrize("impl", list(PG_EPISODES))
@@ -226,8 +222,13 @@ def test_episode_per_group(benchmark, impl):
 
 @pytest.mark.parametrize("impl", ["fairkernels", "numpy"])
 def test_round(benchmark, round_data, impl):
-    ours, base, obs = round_data
     tag(benchmark, "round", f"B{ROUND_B}-K{ROUND_K}-M{ROUND_M}", impl)
+    time_round(benchmark, round_data, impl)
+
+
+def time_round(benchmark, data, impl):
+    """One update + select round of fairkernels or of the vectorised numpy baseline."""
+    ours, base, obs = data
     if impl == "fairkernels":
         benchmark(fk_round, ours, obs)
     else:

@@ -19,6 +19,19 @@ ESTIMATORS = ("naive", "ips", "snips", "dr", "sndr", "switch_dr", "dros", "sg_ip
 IMPUTED = ("dr", "sndr", "switch_dr", "dros", "sg_dr", "dr_jl", "mrdr")
 # Hyper-parameters for the grid: tau = 4 switches off the rows with p < 1/4 (make_inputs draws
 # p from [0.02, 1]); lambda_ = 3 shrinks the large weights of dros.
+def assert_gradcheck(loss_fn, estimator, f, y, o, p, h):
+    """torch.autograd.gradcheck of loss_fn through the logits (and the imputation logits for the
+    estimators that read them), float64 inputs."""
+    import torch
+
+    f_ = f.clone().requires_grad_()
+    if estimator in IMPUTED:
+        h_ = h.clone().requires_grad_()
+        assert torch.autograd.gradcheck(lambda a, b: loss_fn(a, y, o, p, b), (f_, h_))
+    else:
+        assert torch.autograd.gradcheck(lambda a: loss_fn(a, y, o, p), (f_,))
+
+
 HYPER = {"switch_dr": dict(tau=4.0), "dros": dict(lambda_=3.0), "sg_ips": dict(lambda_=0.3), "sg_dr": dict(lambda_=0.3)}
 REDUCTIONS = ("mean", "sum", "none")
 TOL = {np.float64: 1e-10, np.float32: 2e-5}
@@ -403,12 +416,7 @@ def test_gradcheck_float64(base, estimator):
     o[:3] = True
     for reduction, nonnegative, (rho10, rho01) in itertools.product(REDUCTIONS, (False, True), ((0, 0), (0.2, 0.1))):
         loss_fn = CausalRMLoss(base, estimator, rho10, rho01, 0.1, reduction, nonnegative, **HYPER.get(estimator, {}))
-        f_ = f.clone().requires_grad_()
-        if estimator in IMPUTED:
-            h_ = h.clone().requires_grad_()
-            assert torch.autograd.gradcheck(lambda a, b, fn=loss_fn: fn(a, y, o, p, b), (f_, h_))
-        else:
-            assert torch.autograd.gradcheck(lambda a, fn=loss_fn: fn(a, y, o, p), (f_,))
+        assert_gradcheck(loss_fn, estimator, f, y, o, p, h)
 
 
 NO_HYPER = (None, None, "backward", None, None)  # tau, lambda_, correction, beta, gamma of the ops
