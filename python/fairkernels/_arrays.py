@@ -250,15 +250,6 @@ def self_overlapping(v: ArrayView) -> bool:
     return False
 
 
-def overlaps(a: ArrayView, b: ArrayView) -> bool:
-    """True when the memory spans of a and b intersect (conservative: interleaved arrays count)."""
-    if a.device != b.device or a.device_index != b.device_index or a.size == 0 or b.size == 0:
-        return False
-    a_low, a_high = a.span()
-    b_low, b_high = b.span()
-    return a_low < b_high and b_low < a_high
-
-
 # ------------------------------------------------------------------------------------------
 # Checks shared by inputs and outputs
 
@@ -339,11 +330,7 @@ def copy_as(v: ArrayView, dtype: str) -> Any:
         return np.array(v.array, dtype=np.dtype(dtype), order="C", copy=True)
     if v.library == "torch":
         torch = sys.modules["torch"]
-        source = v.array.detach()
-        if source.is_neg():
-            source = source.resolve_neg()
-        if source.is_conj():
-            source = source.resolve_conj()
+        source = v.array.detach().resolve_neg().resolve_conj()  # no-ops unless a lazy view
         return source.to(dtype=getattr(torch, dtype), memory_format=torch.contiguous_format, copy=True)
     cupy = sys.modules["cupy"]
     with cupy.cuda.Device(v.device_index):
@@ -432,6 +419,7 @@ def take_out(x: Any, name: str, *, like: ArrayView, shape: Sequence[int], dtype:
 
 
 def _shares_memory_with(out: ArrayView, inputs: Sequence[Optional[ArrayView]]) -> bool:
+    """True when out's memory span meets an input's (conservative: interleaved arrays count)."""
     if out.size == 0:
         return False
     low, high = out.span()
@@ -452,6 +440,19 @@ def current_stream(v: ArrayView) -> int:
         with cupy.cuda.Device(v.device_index):
             return cupy.cuda.get_current_stream().ptr
     return 0
+
+
+def address_of(v: Optional[ArrayView]) -> int:
+    """The address a kernel struct takes for an optional array (0 = absent)."""
+    return v.address if v is not None else 0
+
+
+def host_values(values: Any, name: str) -> Any:
+    """Configuration values as numpy where they are a torch tensor or CuPy array (copied to the
+    host); numpy arrays, lists and scalars are returned as they are."""
+    if library_of(values) in (None, "numpy"):
+        return values
+    return to_numpy(view(values, name))
 
 
 def to_numpy(v: ArrayView) -> np.ndarray:

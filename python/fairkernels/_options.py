@@ -8,9 +8,11 @@ between Python and C++.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
-from typing import Any, Optional, Sequence
+from types import MappingProxyType
+from typing import Any, Mapping, Optional, Sequence
 
 
 def choice(value: Any, name: str, allowed: Sequence[str]) -> str:
@@ -20,10 +22,17 @@ def choice(value: Any, name: str, allowed: Sequence[str]) -> str:
     return value
 
 
+@functools.cache
+def members(enum: Any) -> Mapping[str, Any]:
+    """A core enum's members by name (pybind11 builds ``__members__`` anew at every access,
+    so the calls on a hot path look them up here)."""
+    return MappingProxyType(dict(enum.__members__))
+
+
 def enum_value(enum: Any, value: Any, name: str) -> Any:
     """The member of a core enum named value (ValueError listing the names otherwise)."""
-    members = enum.__members__
-    return members[choice(value, name, tuple(members))]
+    table = members(enum)
+    return table[choice(value, name, tuple(table))]
 
 
 def boolean(value: Any, name: str) -> bool:

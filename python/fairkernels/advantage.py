@@ -60,8 +60,7 @@ class AdvantageOptions:
                 raise ValueError("pass_k sets its own baseline (the mean best-of-k reward): use baseline='mean'")
         set_field(self, "signal_tol", real(self.signal_tol, "signal_tol", 0.0))
         choice(self.nan_rewards, "nan_rewards", ("missing", "propagate"))
-        set_field(self, "kernel_multi_reward", _MULTI_REWARD[choice(
-            self.multi_reward, "multi_reward", tuple(_MULTI_REWARD))])
+        set_field(self, "kernel_multi_reward", enum_value(_core.MultiReward, self.multi_reward, "multi_reward"))
         if self.multi_reward == "normalize_then_sum":
             self._check_normalize_then_sum()
 
@@ -111,10 +110,6 @@ def preset_options(preset: Optional[str], **given: Any) -> dict:
     else:
         base = PRESETS[choice(preset, "preset", tuple(PRESETS))]
     return {name: given[name] if given.get(name) is not None else base[name] for name in DEFAULTS}
-
-
-_MULTI_REWARD = {"sum_then_normalize": _core.MultiReward.sum_then_normalize,
-                 "normalize_then_sum": _core.MultiReward.normalize_then_sum}
 
 
 @functools.lru_cache(maxsize=256, typed=True)  # typed: 1 and True are different options
@@ -373,10 +368,6 @@ def _row_stride(v: Optional[ArrayView]) -> int:
     return v.strides[0] if v is not None and len(v.shape) == 2 and v.strides is not None else 0
 
 
-def _address(v: Optional[ArrayView]) -> int:
-    return v.address if v is not None else 0
-
-
 _NO_LIKELIHOOD, _SEQUENCE_LIKELIHOOD = _core.Likelihood.none, _core.Likelihood.sequence
 
 
@@ -393,13 +384,13 @@ def _kernel_arguments(checked: _Checked, options: AdvantageOptions, out: ArrayVi
     """The kernel's typed argument structs (cpp/advantage.h), filled field by field."""
     a = _core.AdvantageArrays()
     a.rewards = checked.rewards.address
-    a.reward_weights = _address(checked.reward_weights)
-    a.group_ids = _address(checked.group_ids)
-    a.seq_logp = _address(checked.seq_logp)
-    a.token_logp = _address(checked.token_logp)
-    a.mask = _address(checked.mask)
+    a.reward_weights = _arrays.address_of(checked.reward_weights)
+    a.group_ids = _arrays.address_of(checked.group_ids)
+    a.seq_logp = _arrays.address_of(checked.seq_logp)
+    a.token_logp = _arrays.address_of(checked.token_logp)
+    a.mask = _arrays.address_of(checked.mask)
     a.out = out.address
-    a.row_has_signal = _address(signal)
+    a.row_has_signal = _arrays.address_of(signal)
     a.out_dtype = _arrays.DTYPES[out.dtype]
     if checked.token_logp is not None:
         a.logp_dtype = _arrays.DTYPES[checked.token_logp.dtype]

@@ -19,7 +19,7 @@ import numpy as np
 from . import _arrays
 from ._options import boolean, choice, integer, real
 from .bandits import OFS
-from .bandits.policies import BOUNDS, configuration_numpy, make_grid
+from .bandits.policies import BOUNDS, make_grid
 
 CONSTRAINTS = ("demographic_parity",)
 _PARAMS = ("constraints", "tol", "per_group", "grid", "bound", "random_state", "cost", "groups", "alpha",
@@ -40,9 +40,7 @@ class _Round:
 def _numpy_1d(values: Any, name: str) -> np.ndarray:
     """A 1-D array-like (numpy, list, pandas, torch, CuPy) as numpy values; never a view that
     could be written through."""
-    if _arrays.library_of(values) not in (None, "numpy"):
-        values = configuration_numpy(values, name)
-    array = np.asarray(values)
+    array = np.asarray(_arrays.host_values(values, name))
     if array.ndim != 1:
         raise ValueError(f"{name} must be 1-D (one value per row), got shape {array.shape}")
     return array

@@ -36,7 +36,7 @@ from typing import Any, Literal, Optional, Union
 from . import _arrays, _core
 from ._arrays import ArrayView
 from ._backend import launch
-from ._options import boolean, choice, enum_value, real
+from ._options import boolean, choice, enum_value, members, real
 
 Array = Any  # numpy.ndarray | torch.Tensor | cupy.ndarray
 
@@ -232,22 +232,18 @@ def _grad_prescale(options: PropensityOptions, n_rows: int) -> float:
     return 1.0
 
 
-def _address(v: Optional[ArrayView]) -> int:
-    return v.address if v is not None else 0
-
-
 def _kernel_options(c: _Checked, options: PropensityOptions, want_grad: bool) -> Any:
     """The kernel's PropensityOptions (cpp/propensity.h), filled field by field."""
     o = _core.PropensityOptions()
     o.n_rows = c.n_rows
     o.pairwise = c.pairwise
-    o.estimator = _core.Estimator.__members__[options.estimator]
-    o.reduction = _core.Reduction.__members__[options.reduction]
+    o.estimator = members(_core.Estimator)[options.estimator]
+    o.reduction = members(_core.Reduction)[options.reduction]
     o.rho10 = options.rho10
     o.rho01 = options.rho01
     o.p_min = options.p_min
-    o.nonnegative = _core.NonNegative.__members__[options.nonnegative_mode]
-    o.loss = _core.LossKind.__members__[options.loss_kind]
+    o.nonnegative = members(_core.NonNegative)[options.nonnegative_mode]
+    o.loss = members(_core.LossKind)[options.loss_kind]
     o.nn_beta = options.beta if options.beta is not None else 0.0
     o.nn_gamma = options.gamma if options.gamma is not None else 1.0
     o.want_grad = want_grad
@@ -280,8 +276,9 @@ def compute_propensity_loss(
             dh = _arrays.fresh(f, f.shape, f.dtype, "grad_imputed")
     a = _core.PropensityArrays()
     a.logits, a.labels, a.observed = f.address, c.labels.address, c.observed.address
-    a.propensity, a.imputed = _address(c.propensity), _address(c.imputed)
-    a.loss, a.grad_scale, a.grad_logits, a.grad_imputed = loss.address, _address(scale), _address(df), _address(dh)
+    a.propensity, a.imputed = _arrays.address_of(c.propensity), _arrays.address_of(c.imputed)
+    a.loss = loss.address
+    a.grad_scale, a.grad_logits, a.grad_imputed = (_arrays.address_of(v) for v in (scale, df, dh))
     a.dtype = _arrays.DTYPES[f.dtype]
     a.observed_dtype = _arrays.DTYPES[c.observed.dtype]
     diag = None

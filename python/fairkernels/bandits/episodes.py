@@ -16,8 +16,8 @@ import numpy as np
 
 from .. import _arrays, _core
 from .._backend import launch
-from .._options import boolean, choice, integer, real
-from .policies import RULES, bound_options, configuration_numpy, make_grid
+from .._options import boolean, enum_value, integer, real
+from .policies import bound_options, make_grid
 
 
 @dataclass(frozen=True)
@@ -132,10 +132,8 @@ def _configuration(values: Union[Sequence[Any], np.ndarray, None], name: str, dt
     """A per-learner configuration sequence (lists accepted) as a numpy array of ``count``."""
     if values is None:
         return default
-    if _arrays.library_of(values) not in (None, "numpy"):
-        values = configuration_numpy(values, name)
     try:
-        array = np.array(values, dtype=dtype)
+        array = np.array(_arrays.host_values(values, name), dtype=dtype)
     except (TypeError, ValueError, OverflowError) as error:
         raise TypeError(f"{name} must be a sequence of {np.dtype(dtype).name} values ({error})") from None
     if array.shape != (count,):
@@ -229,15 +227,14 @@ def run_episodes(env: EnvTable, rules: Sequence[str], *, n_rounds: int, seed: in
     B = len(rules)
     if B == 0:
         raise ValueError("rules must name at least one learner")
-    members = _core.SelectRule.__members__
-    codes = np.array([int(members[choice(r, "rules", RULES)]) for r in rules], dtype=np.int64)
+    codes = np.array([int(enum_value(_core.SelectRule, r, "rules")) for r in rules], dtype=np.int64)
     C, M = env.n_arms, env.n_constraints
     K = C * C if boolean(per_group, "per_group") else C
     ids = _configuration(stream_ids, "stream_ids", np.int64, B, np.arange(B, dtype=np.int64))
     if np.any(ids < 0):
         raise ValueError("stream_ids must be non-negative")
     arms = _configuration(fixed_arms, "fixed_arms", np.int64, B, np.zeros(B, dtype=np.int64))
-    fixed = codes == int(members["fixed"])
+    fixed = codes == int(_core.SelectRule.fixed)
     if np.any(fixed & ((arms < 0) | (arms >= K))):
         raise ValueError(f"fixed_arms: arm out of range [0, {K})")
     if fixed_arms is None and np.any(fixed):

@@ -34,16 +34,6 @@ _FLOAT64 = {"float": "float64"}
 _INT64 = {"int": "int64"}
 
 
-def configuration_numpy(values: Any, name: str) -> np.ndarray:
-    """A configuration array of another library (torch, CuPy) as numpy values.  A torch
-    negation view (``x.neg()`` of some views) is resolved first: ``Tensor.numpy()`` refuses
-    it, and ``_arrays.to_numpy`` does not resolve it."""
-    view = _arrays.view(values, name)
-    if view.library == "torch" and view.array.is_neg():
-        return np.asarray(view.array.detach().resolve_neg().cpu().numpy())
-    return _arrays.to_numpy(view)
-
-
 def make_grid(grid: Union[int, Sequence[float], np.ndarray], per_group: bool = False) -> np.ndarray:
     """The threshold grid of the arms.
 
@@ -60,9 +50,7 @@ def make_grid(grid: Union[int, Sequence[float], np.ndarray], per_group: bool = F
         k = integer(grid, "grid", 1)
         values = np.linspace(0.0, 1.0, k) if k > 1 else np.zeros(1)
         return product_grid(values, values) if per_group else values
-    if _arrays.library_of(grid) not in (None, "numpy"):
-        grid = configuration_numpy(grid, "grid")
-    values = np.array(grid, dtype=np.float64, copy=True)
+    values = np.array(_arrays.host_values(grid, "grid"), dtype=np.float64, copy=True)
     if values.ndim == 2 and values.shape[1] == 2 and values.shape[0] > 0 and np.all(np.isfinite(values)):
         return values
     if values.ndim != 1 or values.size == 0 or not np.all(np.isfinite(values)):
@@ -128,9 +116,7 @@ def update_state(state: Mapping[str, ArrayView], struct: Any, arms: Array, rewar
         u.weights = weights.address
     u.arms, u.rewards = a.address, r.address
     u.residuals = h.address if h is not None and M else 0
-    u.lambdas = lambdas.address if lambdas is not None else 0
-    u.eta = eta.address if eta is not None else 0
-    u.status = status.address if status is not None else 0
+    u.lambdas, u.eta, u.status = (_arrays.address_of(v) for v in (lambdas, eta, status))
     launch("bandit_update", anchor, struct, u)
     del a, r, h, weights  # the kernel has run: the inputs (and their copies) may go
     if status is not None:
@@ -160,8 +146,7 @@ def select_arms(state: Mapping[str, ArrayView], struct: Any, bound: Any, rule: s
     ucb = _arrays.fresh(anchor, (B, K), "float64", "ucb") if want_bounds else None
     lcb = _arrays.fresh(anchor, (B, M, K), "float64", "lcb") if want_bounds else None
     s.arms = arms.address
-    s.ucb = ucb.address if ucb is not None else 0
-    s.lcb = lcb.address if lcb is not None else 0
+    s.ucb, s.lcb = _arrays.address_of(ucb), _arrays.address_of(lcb)
     launch("bandit_select", anchor, struct, s)
     del lam
     return arms.array, (ucb.array if ucb is not None else None), (lcb.array if lcb is not None else None)
