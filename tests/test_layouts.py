@@ -393,23 +393,40 @@ def test_bandit_update_torch_layouts(argument):
             assert_bitwise_equal(g, e)
 
 
-def test_bandit_select_lambdas_layouts():
+def _library_layouts(values: np.ndarray, library: str):
+    """(layout name, values in that layout) for every layout of the library."""
+    if library == "numpy":
+        return [(k, numpy_layout(values, k)) for k in _layouts_for(values)]
+    torch = pytest.importorskip("torch")
+    base = torch.from_numpy(values)
+    return [(k, torch_layout(base, k)) for k in _layouts_for(values, "torch")]
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_bandit_select_lambdas_layouts(library):
     rng = np.random.default_rng(3)
     lambdas = rng.random((B, M))
     inputs = _bandit_inputs()
-    state = GridBounds(B, K, M)
+    like = None
+    if library == "torch":
+        torch = pytest.importorskip("torch")
+        like = torch.zeros(0)
+        inputs = {k: torch.from_numpy(v) for k, v in inputs.items()}
+    state = GridBounds(B, K, M, like=like)
     for _ in range(K):
         state.update(**inputs)
         inputs["arms"] = (inputs["arms"] + 1) % K
-    expected = state.select("primal_dual", lambdas)
-    for layout in NUMPY_INPUT_LAYOUTS_2D:
-        view = numpy_layout(lambdas, layout)
+    expected = state.select("primal_dual", contiguous_copy(_library_layouts(lambdas, library)[0][1]))
+    for layout, view in _library_layouts(lambdas, library):
+        before = snapshot(view)
         reference = expected if layout != "broadcast" else state.select("primal_dual", contiguous_copy(view))
         assert_bitwise_equal(state.select("primal_dual", view), reference)
+        assert_unmodified(before, view)
 
 
+@pytest.mark.parametrize("library", ["numpy", "torch"])
 @pytest.mark.parametrize("argument", ["stream_ids", "fixed_arms", "eta"])
-def test_run_episodes_configuration_layouts(argument):
+def test_run_episodes_configuration_layouts(argument, library):
     from fairkernels.envs import make_env
 
     env = make_env("synthetic", grid=11, cohort=200)
@@ -417,9 +434,9 @@ def test_run_episodes_configuration_layouts(argument):
     values = {"stream_ids": np.arange(8, dtype=np.int64) * 3 + 1, "fixed_arms": np.arange(8, dtype=np.int64) % 11,
               "eta": np.linspace(0.01, 0.1, 8)}
     expected = run_episodes(env, rules, n_rounds=30, n_buckets=3, **values)
-    for layout in NUMPY_INPUT_LAYOUTS_1D:
+    for layout, view in _library_layouts(values[argument], library):
         arguments = dict(values)
-        arguments[argument] = numpy_layout(values[argument], layout)
+        arguments[argument] = view
         got = run_episodes(env, rules, n_rounds=30, n_buckets=3, **arguments)
         reference = expected if layout != "broadcast" else run_episodes(
             env, rules, n_rounds=30, n_buckets=3, **{k: contiguous_copy(v) for k, v in arguments.items()})
