@@ -21,6 +21,7 @@ void bind_advantage_types(py::module_& m) {
 
   py::class_<AdvantageOptions> options(m, "AdvantageOptions", "fk::AdvantageOptions (cpp/advantage.h).");
   options.def(py::init<>())
+      .def(py::init<const AdvantageOptions&>(), py::arg("other"), "A copy (of a validated option set).")
       .def_readwrite("n_rows", &AdvantageOptions::n_rows)
       .def_readwrite("group_size", &AdvantageOptions::group_size)
       .def_readwrite("likelihood", &AdvantageOptions::likelihood)

@@ -26,7 +26,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from . import _arrays
-from .advantage import AdvantageOptions, compute_group_advantages, validated_options
+from .advantage import AdvantageOptions, compute_group_advantages
 from .bandits.policies import STATE_FIELDS, bound_options, select_arms, state_struct, update_state
 from .propensity import IMPUTED_ESTIMATORS, PropensityOptions, compute_propensity_loss, logits_shape_ok
 
@@ -133,19 +133,17 @@ def _detached(x: Optional[torch.Tensor], name: str, rewards: torch.Tensor) -> Op
     return x.detach() if x is not None else None
 
 
+def compiling() -> bool:
+    """True while torch.compile traces (the public functions then call the custom ops)."""
+    return torch.compiler.is_compiling()
+
+
 def group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, reward_weights, options_tuple,
-                     out, want_signal=True):
-    """Calls the custom op; options_tuple = (likelihood, beta_rank, ties, baseline, scale,
-    unbiased, eps, singleton, pass_k, signal_tol, nan_rewards, multi_reward), validated by the
-    op itself (also under torch.compile).  Eager calls skip the signal flags unless asked for
-    (want_signal)."""
-    if not torch.compiler.is_compiling():
-        # Eager calls skip the op dispatcher (tens of microseconds per call): the op exists
-        # for tracing, and both paths run the same kernel on the same arguments.  The kernel
-        # reads raw memory, so nothing is recorded for autograd either way.
-        options = validated_options(*options_tuple)
-        return compute_group_advantages(rewards, group_size, group_ids, seq_logp, token_logp, mask, options, out,
-                                        want_signal, reward_weights)
+                     out):
+    """Calls the custom op while torch.compile traces; options_tuple = (likelihood, beta_rank,
+    ties, baseline, scale, unbiased, eps, singleton, pass_k, signal_tol, nan_rewards,
+    multi_reward), validated by the op itself.  Eager calls do not come here: they run
+    compute_group_advantages directly (fairkernels.advantage.group_advantages)."""
     inputs = (
         rewards.detach(), group_size, _detached(group_ids, "group_ids", rewards),
         _detached(seq_logp, "seq_logp", rewards), _detached(token_logp, "token_logp", rewards),

@@ -10,7 +10,7 @@ the C++ kernel (cpp/advantage.cc); CUDA torch tensors and CuPy arrays run on the
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Literal, Mapping, Optional, Tuple, Union
 
@@ -42,6 +42,9 @@ class AdvantageOptions:
     kernel_scale: Any = field(init=False, repr=False, compare=False)
     kernel_likelihood: Any = field(init=False, repr=False, compare=False)
     kernel_multi_reward: Any = field(init=False, repr=False, compare=False)
+    # The kernel's AdvantageOptions with these choices filled in (cpp/advantage.h); each call
+    # copies it and adds its geometry (rows, groups, strides), so the choices are set once.
+    kernel_template: Any = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__
@@ -63,6 +66,26 @@ class AdvantageOptions:
         set_field(self, "kernel_multi_reward", enum_value(_core.MultiReward, self.multi_reward, "multi_reward"))
         if self.multi_reward == "normalize_then_sum":
             self._check_normalize_then_sum()
+        set_field(self, "kernel_template", self._kernel_template())
+
+    def __reduce__(self) -> tuple:
+        # Pickle and copy by the choices: the kernel fields (core objects) are rebuilt from them.
+        return type(self), tuple(getattr(self, f.name) for f in fields(self) if f.init)
+
+    def _kernel_template(self) -> Any:
+        o = _core.AdvantageOptions()
+        o.beta_rank = self.beta_rank
+        o.ties_average = self.ties == "average"
+        o.baseline_loo = self.baseline == "loo"
+        o.scale = self.kernel_scale
+        o.unbiased = self.unbiased
+        o.eps = self.eps
+        o.singleton_raw = self.singleton == "raw"
+        o.pass_k = self.pass_k or 0
+        o.signal_tol = self.signal_tol
+        o.nan_missing = self.nan_rewards == "missing"
+        o.multi_reward = self.kernel_multi_reward
+        return o
 
     def _check_normalize_then_sum(self) -> None:
         # TRL's mode fixes the whole pipeline: z-scores per group and reward, then the weighted
@@ -112,20 +135,31 @@ def preset_options(preset: Optional[str], **given: Any) -> dict:
     return {name: given[name] if given.get(name) is not None else base[name] for name in DEFAULTS}
 
 
+def option_values(preset: Optional[str], likelihood: Any, beta_rank: Any, ties: Any, baseline: Any, scale: Any,
+                  unbiased: Any, eps: Any, singleton: Any, pass_k: Any, signal_tol: Any, nan_rewards: Any,
+                  multi_reward: Any) -> tuple:
+    """The AdvantageOptions fields of a call's choices, the preset resolved (not validated)."""
+    conventions = preset_options(preset, eps=eps, unbiased=unbiased, singleton=singleton, nan_rewards=nan_rewards,
+                                 signal_tol=signal_tol)
+    return (likelihood, beta_rank, ties, baseline, scale, conventions["unbiased"], conventions["eps"],
+            conventions["singleton"], pass_k, conventions["signal_tol"], conventions["nan_rewards"], multi_reward)
+
+
 @functools.lru_cache(maxsize=256, typed=True)  # typed: 1 and True are different options
-def _cached_options(*raw: Any) -> AdvantageOptions:
-    return AdvantageOptions(*raw)
+def _cached_options(*choices: Any) -> AdvantageOptions:
+    return AdvantageOptions(*option_values(*choices))
 
 
-def validated_options(*raw: Any) -> AdvantageOptions:
-    """AdvantageOptions from raw values; a training loop passes the same ones every step, so
-    the validated result is cached (unhashable values are validated, and rejected, directly)."""
+def validated_options(*choices: Any) -> AdvantageOptions:
+    """AdvantageOptions from a call's choices (preset first, then the arguments of
+    option_values); a training loop passes the same ones every step, so the validated result is
+    cached (unhashable values are validated, and rejected, directly)."""
     try:
-        return _cached_options(*raw)
+        return _cached_options(*choices)
     except TypeError as error:
         if "unhashable" not in str(error):
             raise
-        return AdvantageOptions(*raw)
+        return AdvantageOptions(*option_values(*choices))
 
 
 def group_advantages(
@@ -241,23 +275,22 @@ def group_advantages(
     the result is bit-identical for the same input whatever the thread count.
     float16/bfloat16 are accepted on CUDA only (accumulated in float32).
     """
-    conventions = preset_options(preset, eps=eps, unbiased=unbiased, singleton=singleton, nan_rewards=nan_rewards,
-                                 signal_tol=signal_tol)
-    raw_options = (likelihood, beta_rank, ties, baseline, scale, conventions["unbiased"], conventions["eps"],
-                   conventions["singleton"], pass_k, conventions["signal_tol"], conventions["nan_rewards"],
-                   multi_reward)
+    choices = (preset, likelihood, beta_rank, ties, baseline, scale, unbiased, eps, singleton, pass_k, signal_tol,
+               nan_rewards, multi_reward)
     if _arrays.is_torch_tensor(rewards):
         from . import _torch_ops
 
-        result, signal = _torch_ops.group_advantages(
-            rewards, group_size, group_ids, seq_logp, token_logp, mask, reward_weights, raw_options, out,
-            return_signal
-        )
-    else:
-        options = validated_options(*raw_options)
-        result, signal = compute_group_advantages(
-            rewards, group_size, group_ids, seq_logp, token_logp, mask, options, out, return_signal, reward_weights
-        )
+        if _torch_ops.compiling():  # traced: the custom op validates the options itself
+            result, signal = _torch_ops.group_advantages(
+                rewards, group_size, group_ids, seq_logp, token_logp, mask, reward_weights,
+                option_values(*choices), out)
+            return (result, signal) if return_signal else result
+    # Eager calls (numpy, CuPy, and torch, which skips the op dispatcher: tens of microseconds
+    # per call; both paths run the same kernel on the same arguments).
+    result, signal = compute_group_advantages(
+        rewards, group_size, group_ids, seq_logp, token_logp, mask, validated_options(*choices), out, return_signal,
+        reward_weights
+    )
     return (result, signal) if return_signal else result
 
 
@@ -396,22 +429,11 @@ def _kernel_arguments(checked: _Checked, options: AdvantageOptions, out: ArrayVi
         a.logp_dtype = _arrays.DTYPES[checked.token_logp.dtype]
     if checked.mask is not None:
         a.mask_dtype = _arrays.DTYPES[checked.mask.dtype]
-    o = _core.AdvantageOptions()
+    o = _core.AdvantageOptions(options.kernel_template)
     o.n_rows = checked.rewards.shape[0]
     o.group_size = checked.group_size
     o.likelihood = _likelihood(checked, options)
-    o.beta_rank = options.beta_rank
-    o.ties_average = options.ties == "average"
-    o.baseline_loo = options.baseline == "loo"
-    o.scale = options.kernel_scale
-    o.unbiased = options.unbiased
-    o.eps = options.eps
-    o.singleton_raw = options.singleton == "raw"
-    o.pass_k = options.pass_k or 0
-    o.signal_tol = options.signal_tol
-    o.nan_missing = options.nan_rewards == "missing"
     o.n_rewards = checked.n_rewards
-    o.multi_reward = options.kernel_multi_reward
     o.n_tokens = checked.n_tokens
     o.logp_row_stride = _row_stride(checked.token_logp)
     o.mask_row_stride = _row_stride(checked.mask)
