@@ -2,10 +2,14 @@
 
 For every seed, alpha (observation bias; 1 = unbiased) and label-noise setting, trains the
 reward head with each method (naive, ips, snips, dr, noise-aware only, CausalRM-ips,
-CausalRM-dr; true and fitted propensities; the oracle and pos_only references) and reports
-NLL, RMSE and AUROC on a clean, fully observed test set, mean ± standard error over seeds.
-Writes results.csv, summary.csv, results.json (configuration + summary), tables.md and PNG
-plots to --out (default: a new folder under ./runs/).
+CausalRM-dr; beyond the paper CausalRM-sndr / -switch_dr / -dros / -sg_ips / -sg_dr, dr with
+its imputer trained jointly by dr_jl or mrdr, dr with the forward or the class-wise
+non-negative correction; true and fitted propensities; the oracle and pos_only references)
+and reports NLL, RMSE and AUROC on a clean, fully observed test set, mean ± standard error
+over seeds.  --estimators picks the families.  Writes results.csv, summary.csv, results.json
+(configuration + summary), tables.md, recommendations.md (the best method per setting and
+seed-by-seed paired differences to naive and CausalRM-dr), paired.csv and PNG plots to --out
+(default: a new folder under ./runs/).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, Mapping
 
 from .. import sweep
 from ..argtypes import UniqueValues, integer, non_negative_int, positive_int, real
+from . import methods as method_set
 
 DEFAULT_ALPHAS = (0.01, 0.1, 0.2, 0.5, 1.0)
 DEFAULT_NOISE = ("0,0", "0.1,0.2", "0.2,0.1")
@@ -66,22 +71,51 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--allow-negative", action="store_true",
                         help="train without the non-negative clamp of the corrected risk (diverges; see spec)")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per cell (default 1)")
+    parser.add_argument("--estimators", choices=method_set.ESTIMATOR_CHOICES, metavar="NAME", **lists,
+                        help="estimator families to train (default: all: " + " ".join(method_set.ESTIMATOR_CHOICES) +
+                             "; dr_jl / mrdr are CausalRM-dr with its imputer trained jointly by that objective); "
+                             "naive, CausalRM-dr, oracle and pos_only always run")
+    parser.add_argument("--corrections", choices=method_set.EXTRA_CORRECTIONS, nargs="*", action=UniqueValues,
+                        default=None, metavar="NAME",
+                        help="noise corrections besides the paper's backward one, as CausalRM-dr[NAME] "
+                             "(default: forward classwise; give the flag alone for none)")
+    parser.add_argument("--tau", type=real(0, open_low=True), **lists,
+                        help="switch_dr's weight thresholds, one method each (default 5)")
+    parser.add_argument("--dros-lambda", type=real(0, open_low=True), **lists,
+                        help="dros' shrinkage values, one method each (default 100)")
+    parser.add_argument("--sg-lambda", type=real(0, 1), **lists,
+                        help="sg_ips / sg_dr's lambda values in [0, 1], one method each (default 0.1)")
     sweep.add_sweep_arguments(parser)
     parser.set_defaults(func=run)
     return parser
 
 
+#: The method set's defaults (the same under --quick).
+METHOD_DEFAULTS = dict(estimators=list(method_set.ESTIMATOR_CHOICES), corrections=list(method_set.EXTRA_CORRECTIONS),
+                       tau=list(method_set.DEFAULT_TAU), dros_lambda=list(method_set.DEFAULT_DROS_LAMBDA),
+                       sg_lambda=list(method_set.DEFAULT_SG_LAMBDA))
+#: Settings every cell runs under (part of its key: a change reruns the cell).
+TRAINING_KEYS = ("pool", "test", "epochs", "patience", "nonnegative", "threads") + tuple(METHOD_DEFAULTS)
+
+
 def _config(args: argparse.Namespace) -> dict:
-    base = QUICK if args.quick else FULL
+    base = {**(QUICK if args.quick else FULL), **METHOD_DEFAULTS}
     chosen = {name: getattr(args, name) if getattr(args, name) is not None else base[name] for name in base}
     return dict(seeds=chosen["seeds"], alphas=chosen["alphas"], noise=[tuple(n) for n in chosen["noise"]],
                 p_mins=chosen["p_min"], pool=chosen["pool"], test=chosen["test"], epochs=chosen["epochs"],
-                patience=chosen["patience"], nonnegative=not args.allow_negative, threads=args.threads)
+                patience=chosen["patience"], nonnegative=not args.allow_negative, threads=args.threads,
+                **{name: chosen[name] for name in METHOD_DEFAULTS})
+
+
+def method_list(config: Mapping[str, Any]) -> list[method_set.Method]:
+    """The methods a configuration (or a cell of it) trains, in table order."""
+    return method_set.methods(config["estimators"], config["tau"], config["dros_lambda"], config["sg_lambda"],
+                         config["corrections"])
 
 
 def cells(config: dict) -> list[sweep.Cell]:
     """One cell per (seed, alpha, noise setting, p_min), with the training settings it runs under."""
-    training = {k: config[k] for k in ("pool", "test", "epochs", "patience", "nonnegative", "threads")}
+    training = {k: config[k] for k in TRAINING_KEYS}
     out = []
     for seed in range(config["seeds"]):
         for alpha in config["alphas"]:
@@ -106,7 +140,8 @@ def run_cell(cell: Mapping[str, Any], inputs: Any = None) -> list[dict]:
     sim = simulate(cell["seed"], cell["alpha"], cell["rho10"], cell["rho01"], pool=cell["pool"], test=cell["test"])
     train_config = TrainConfig(max_epochs=cell["epochs"], patience=cell["patience"],
                                nonnegative=cell["nonnegative"], p_min=cell["p_min"])
-    records = train_cell(sim, cell["rho10"], cell["rho01"], train_config, seed=1000 * cell["seed"] + 17)
+    records = train_cell(sim, cell["rho10"], cell["rho01"], train_config, seed=1000 * cell["seed"] + 17,
+                         ms=method_list(cell))
     observed = np.concatenate([sim.train.observed, sim.val.observed])
     clean = np.concatenate([sim.train.clean, sim.val.clean])
     context = {
@@ -122,7 +157,6 @@ def run(args: argparse.Namespace) -> int:
     import fairkernels
 
     from . import report
-    from .train import methods
 
     out = sweep.output_dir(args, "causalrm")
     executor = sweep.executor_from_args(args)
@@ -138,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         return sweep.report_failures(out, result)
     records.sort(key=lambda r: tuple(r[k] for k in CELL_KEYS))
     summary = report.summarise(records)
-    names = [m.name for m in methods()]
+    names = [m.name for m in method_list(config)]
     tables = report.all_tables(summary, names)
     if not args.quiet:
         print(tables)
@@ -147,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
     report.write_csv(out / "results.csv", records)
     report.write_csv(out / "summary.csv", summary)
     report.write_text(out / "tables.md", tables + "\n")
+    report.write_csv(out / "paired.csv", report.paired_rows(records, names))
+    report.write_text(out / "recommendations.md", report.comparison_report(records, summary, names) + "\n")
     report.write_json(out / "results.json", {
         "experiment": "causalrm",
         "config": {**config, "noise": [list(n) for n in config["noise"]], "executor": executor.name,
@@ -157,6 +193,11 @@ def run(args: argparse.Namespace) -> int:
         "build": fairkernels.build_info(),
         "summary": summary,
     })
+    # Two figures per metric: the paper's methods, and the estimators beyond it (true
+    # propensities) beside the two baselines; thirty lines in one panel are unreadable.
+    paper, beyond = method_set.split_for_plots(method_list(config))
     for metric in report.METRICS:
-        report.plot(summary, names, metric, out / f"{metric}_vs_alpha.png")
+        report.plot(summary, paper, metric, out / f"{metric}_vs_alpha.png")
+        if len(beyond) > len(method_set.BASELINES):
+            report.plot(summary, beyond, metric, out / f"{metric}_vs_alpha_beyond.png")
     return sweep.report_failures(out, result)

@@ -8,9 +8,15 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .. import outputs
+from .methods import BASELINES
 
 METRICS = ("nll", "rmse", "auroc")
 SETTING_KEYS = ("alpha", "rho10", "rho01", "p_min")
+#: Lower is better for these metrics, higher for the others.
+LOWER_IS_BETTER = ("nll", "rmse")
+#: Rows shown for reference but never recommended: the oracle sees clean, fully observed
+#: labels, and pos_only uses no label at all (its score comes from the observation pattern).
+REFERENCES = ("oracle", "pos_only")
 
 
 def summarise(records: list[dict]) -> list[dict]:
@@ -105,3 +111,126 @@ def plot(summary: list[dict], methods: list[str], metric: str, path: Path) -> No
     fig.tight_layout()
     outputs.save_figure(fig, path, dpi=110)
     plt.close(fig)
+
+
+def _t_quantile(n: int) -> float:
+    """The two-sided 95% quantile of Student's t with n - 1 degrees of freedom (inf for n < 2)."""
+    if n < 2:
+        return math.inf
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1))
+
+
+def paired(records: list[dict], method: str, baseline: str, metric: str) -> dict[tuple, dict[str, Any]]:
+    """Per setting: the seed-by-seed difference metric(method) - metric(baseline) (both trained
+    on the same simulated data, so the difference cancels the seed's luck): mean, standard
+    error, the 95% t-interval and the seeds on which the method was better."""
+    by_seed: dict[tuple, dict[Any, dict[str, float]]] = defaultdict(dict)
+    for r in records:
+        if r["method"] in (method, baseline):
+            by_seed[tuple(r[k] for k in SETTING_KEYS)].setdefault(r["seed"], {})[r["method"]] = float(r[metric])
+    out = {}
+    for setting, seeds in by_seed.items():
+        diffs = [v[method] - v[baseline] for v in seeds.values() if method in v and baseline in v]
+        if not diffs:
+            continue
+        n = len(diffs)
+        mean = sum(diffs) / n
+        se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n) if n > 1 else math.nan
+        half = _t_quantile(n) * se if n > 1 else math.inf
+        better = sum((d < 0) if metric in LOWER_IS_BETTER else (d > 0) for d in diffs)
+        out[setting] = {"diff": mean, "se": se, "low": mean - half, "high": mean + half, "better": better, "n": n}
+    return out
+
+
+def paired_rows(records: list[dict], methods: list[str]) -> list[dict]:
+    """Every (setting, method, baseline, metric) paired difference, for paired.csv."""
+    rows = []
+    for baseline in BASELINES:
+        for method in methods:
+            if method == baseline:
+                continue
+            for metric in METRICS:
+                for setting, d in paired(records, method, baseline, metric).items():
+                    rows.append({**dict(zip(SETTING_KEYS, setting)), "method": method, "baseline": baseline,
+                                 "metric": metric, **d})
+    rows.sort(key=lambda r: tuple(r[k] for k in SETTING_KEYS))
+    return rows
+
+
+def _signed(d: dict[str, Any]) -> str:
+    """A paired difference as '+0.012 ± 0.004 (4/5)': mean ± se, seeds on which it was better."""
+    return f"{d['diff']:+.3f} ± {d['se']:.3f} ({d['better']}/{d['n']})"
+
+
+def recommendation(records: list[dict], summary: list[dict], methods: list[str], setting: tuple,
+                   metric: str = "nll") -> dict[str, Any]:
+    """The method with the best mean ``metric`` in one setting among the non-reference methods,
+    the methods not significantly worse than it (the 95% t-interval of their paired difference
+    to it reaches 0), and its paired differences to the baselines."""
+    sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
+    means = {s["method"]: s[metric] for s in summary
+             if tuple(s[k] for k in SETTING_KEYS) == setting and s["method"] in methods
+             and s["method"] not in REFERENCES}
+    best = min(means, key=lambda m: sign * means[m])
+    tied = []
+    for m in means:
+        if m == best:
+            continue
+        d = paired(records, m, best, metric).get(setting)
+        if d is not None and (d["low"] <= 0 if sign > 0 else d["high"] >= 0):
+            tied.append(m)
+    against = {b: paired(records, best, b, metric).get(setting) for b in BASELINES if b != best and b in means}
+    return {"best": best, "mean": means[best], "tied": sorted(tied, key=lambda m: sign * means[m]),
+            "against": against}
+
+
+def recommendations_table(records: list[dict], summary: list[dict], methods: list[str], metric: str = "nll") -> str:
+    """One row per setting: the recommended method by ``metric``, its paired differences to
+    naive and CausalRM-dr, and the methods statistically tied with it."""
+    settings = sorted({tuple(s[k] for k in SETTING_KEYS) for s in summary})
+    header = (f"| alpha | rho10, rho01 | p_min | best by {metric} | {metric} | vs naive: diff ± se (seeds better) | "
+              f"vs CausalRM-dr | not significantly worse (95%, paired t) |")
+    lines = [header, "|" + "---|" * 8]
+    for setting in settings:
+        rec = recommendation(records, summary, methods, setting, metric)
+        against = [(_signed(rec["against"][b]) if rec["against"].get(b) else "(is it)") for b in BASELINES]
+        tied = ", ".join(rec["tied"][:6]) + (f" (+{len(rec['tied']) - 6} more)" if len(rec["tied"]) > 6 else "")
+        alpha, rho10, rho01, p_min = setting
+        lines.append(f"| {alpha:g} | {rho10:g}, {rho01:g} | {p_min:g} | {rec['best']} | {rec['mean']:.3f} | "
+                     f"{against[0]} | {against[1]} | {tied or '-'} |")
+    return "\n".join(lines)
+
+
+def paired_table(records: list[dict], methods: list[str], metric: str, baseline: str,
+                 setting_filter: tuple[float, float, float]) -> str:
+    """Methods x alpha table of the paired difference to ``baseline`` for one noise setting."""
+    alphas = sorted({r["alpha"] for r in records if (r["rho10"], r["rho01"], r["p_min"]) == setting_filter})
+    lines = [f"| {metric} - {baseline} | " + " | ".join(f"alpha={a:g}" for a in alphas) + " |",
+             "|" + "---|" * (len(alphas) + 1)]
+    for m in methods:
+        if m == baseline:
+            continue
+        d = paired(records, m, baseline, metric)
+        cells = [_signed(d[(a, *setting_filter)]) if (a, *setting_filter) in d else "" for a in alphas]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def comparison_report(records: list[dict], summary: list[dict], methods: list[str]) -> str:
+    """recommendations.md: the recommendation per setting (by NLL, the primary metric, and by
+    AUROC), then the paired differences of every method to each baseline."""
+    parts = ["## Which estimator to use: recommendation per setting\n",
+             "Best mean over seeds among the trained methods (oracle and pos_only excluded); a paired "
+             "difference is method - baseline on the same seed's data: mean ± standard error (seeds on "
+             "which the method was better).\n",
+             "### By NLL (calibration, the primary metric)\n", recommendations_table(records, summary, methods, "nll"),
+             "\n### By AUROC (ranking)\n", recommendations_table(records, summary, methods, "auroc"), ""]
+    for setting in noise_settings(summary):
+        rho10, rho01, p_min = setting
+        parts.append(f"## Paired differences, rho10={rho10:g}, rho01={rho01:g}, p_min={p_min:g}\n")
+        for metric in ("nll", "auroc"):
+            for baseline in BASELINES:
+                parts.append(paired_table(records, methods, metric, baseline, setting) + "\n")
+    return "\n".join(parts)
