@@ -256,3 +256,55 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_driver_and_its_workers_and_keeps_finished_cells(tmp_path):
+    """A batch scheduler's SIGTERM (to the driver only) stops the sweep like Ctrl-C: exit
+    status 143, the message, no traceback, no worker left behind, finished cells kept.  (These
+    cells are short; the next test shows that a running worker is ended, not waited for.)"""
+    psutil = pytest.importorskip("psutil")
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "fairkernels", "ofs", "--seeds", "10", "--horizon", "12000", "--workers", "2",
+            "--no-plots", "--quiet", "--out", str(out)]
+    driver = subprocess.Popen(argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list((out / "cells").glob("*.json"))) < 2 and driver.poll() is None:
+            assert time.monotonic() < deadline, "no cell finished"
+            time.sleep(0.01)
+        workers = psutil.Process(driver.pid).children(recursive=True)
+        assert workers, "the driver has no worker processes"
+        driver.send_signal(signal.SIGTERM)
+        _, stderr = driver.communicate(timeout=60)
+        _, alive = psutil.wait_procs(workers, timeout=20)
+    finally:
+        _kill_group(driver.pid)
+        driver.wait()
+    assert driver.returncode == 143, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert not alive, f"workers outlived their driver: {alive}"
+    assert 2 <= len(_cell_files(out)) < 10, "the signal came after the sweep had finished"
+
+
+def test_an_interrupted_local_pool_ends_its_running_workers():
+    """shutdown() alone would leave a worker in a 60 s cell computing for a minute after the
+    sweep was interrupted (and the interpreter's exit would wait for it)."""
+    psutil = pytest.importorskip("psutil")
+    executor = sweep.LocalExecutor(1)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with executor:
+            pool = executor._ensure_pool()
+            running = pool.submit(time.sleep, 60)
+            pool.submit(time.sleep, 60)  # queued behind it: cancelled, never started
+            deadline = time.monotonic() + 60
+            while not (running.running() and pool._processes):
+                assert time.monotonic() < deadline, "the worker never started"
+                time.sleep(0.01)
+            workers = [psutil.Process(pid) for pid in pool._processes]
+            raise KeyboardInterrupt
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, "the worker outlived the interrupted sweep"
+    assert time.monotonic() - started < 45

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
-from typing import Optional, Sequence
+import threading
+from typing import Any, Callable, Optional, Sequence
 
 # Experiment subcommands: each module exposes register(subparsers), which adds its parser
 # and sets ``func`` (called with the parsed arguments, returns an exit status).
@@ -52,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the command; returns its exit status: 0, 1 (some cells of a sweep failed; the others
-    are saved), 2 (a usage error, found before any work starts) or 130 (interrupted)."""
+    are saved), 2 (a usage error, found before any work starts), 130 (interrupted by Ctrl-C) or
+    143 (ended by SIGTERM); interrupted sweeps keep their finished cells."""
     from .experiments.outputs import UsageError
 
     parser = build_parser()
@@ -60,16 +63,44 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    restore_sigterm = _terminate_as_interrupt()
     try:
         return int(args.func(args) or 0)
     except UsageError as error:
         getattr(args, "command_parser", parser).error(str(error))  # exits with status 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print("\ninterrupted: finished cells are saved; rerun the same command (same --out) to run the rest",
               file=sys.stderr)
-        return 130
+        return 128 + (interrupt.signum if isinstance(interrupt, Terminated) else signal.SIGINT)
+    finally:
+        restore_sigterm()
     return 2  # not reached: error() exits
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command runs so that it stops as on Ctrl-C: the executors'
+    clean-up runs (a local pool's workers are ended) and the exit status is 143."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
+def _terminate_as_interrupt() -> Callable[[], None]:
+    """Installs the SIGTERM handler (batch schedulers such as SLURM send SIGTERM at a time
+    limit; by default it would end the driver at once and leave the pool's workers computing
+    cells nobody collects).  Returns the call that puts the previous handler back.  Off the
+    main thread Python allows no handler, and nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+
+    def restore() -> None:
+        # None: the previous handler was not set from Python; the default is the closest match.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+    return restore

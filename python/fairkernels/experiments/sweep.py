@@ -224,7 +224,10 @@ class LocalExecutor:
 
     def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=kind is None, cancel_futures=True)
+            if kind is None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+            else:
+                _end_pool(self._pool)
             self._pool = None
 
     def _ensure_pool(self) -> concurrent.futures.ProcessPoolExecutor:
@@ -249,6 +252,29 @@ class LocalExecutor:
         finally:
             for future in futures:
                 future.cancel()
+
+
+def _end_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Ends an interrupted or failed sweep's pool: cancels the cells not started and ends the
+    workers of the running ones, whose results no one will collect (``shutdown`` alone lets
+    them compute on, and the interpreter's exit would wait for them).
+
+    ProcessPoolExecutor has no public call for this before Python 3.14 (``terminate_workers``).
+    The workers are ended only once the pool's manager thread has dropped the cancelled cells:
+    before 3.12 it marks every cell it still holds as failed when a worker dies, and a cancelled
+    one makes it print a traceback (InvalidStateError).  It drops them as soon as ``shutdown``
+    wakes it, so the wait is short; it is bounded all the same."""
+    manager = getattr(pool, "_executor_manager_thread", None)
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    deadline = time.monotonic() + 2.0
+    while manager is not None and manager.is_alive() and time.monotonic() < deadline:
+        held = list(getattr(manager, "pending_work_items", {}).values())
+        if not any(item.future.cancelled() for item in held):
+            break
+        time.sleep(0.001)
+    for process in workers:
+        process.terminate()
 
 
 class RayExecutor:
