@@ -87,10 +87,8 @@ def test_hyper_parameter_lists_give_one_method_each():
 
 
 def test_run_cell_trains_every_new_method_and_the_joint_imputers():
-    from fairkernels.experiments.causalrm.methods import methods as all_methods
-
     sim = simulate(2, 0.2, 0.2, 0.1, pool=1500, test=800)
-    ms = all_methods()
+    ms = methods()
     records = run_cell(sim, 0.2, 0.1, TrainConfig(max_epochs=2, patience=1), seed=5, ms=ms)
     assert [r["method"] for r in records] == [m.name for m in ms]
     for r in records:
@@ -127,7 +125,7 @@ def test_joint_imputer_gets_only_its_objective_gradient():
     assert h.grad.abs().sum() > 0
 
 
-def _records(values: dict[str, list[float]], metric: str = "nll") -> list[dict]:
+def _records(values: dict[str, list[float]]) -> list[dict]:
     setting = dict(alpha=0.2, rho10=0.1, rho01=0.2, p_min=0.1)
     return [{**setting, "seed": s, "method": m, "nll": v[s], "rmse": v[s], "auroc": 1 - v[s], "epochs": 1}
             for m, v in values.items() for s in range(len(v))]

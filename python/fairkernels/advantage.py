@@ -38,10 +38,8 @@ class AdvantageOptions:
     signal_tol: float = 0.0
     nan_rewards: str = "missing"
     multi_reward: str = "sum_then_normalize"
-    # The kernel's values of the choices (core enums and flags), computed once.
-    kernel_scale: Any = field(init=False, repr=False, compare=False)
+    # The kernel's likelihood enum (a call picks it or another, depending on its inputs).
     kernel_likelihood: Any = field(init=False, repr=False, compare=False)
-    kernel_multi_reward: Any = field(init=False, repr=False, compare=False)
     # The kernel's AdvantageOptions with these choices filled in (cpp/advantage.h); each call
     # copies it and adds its geometry (rows, groups, strides), so the choices are set once.
     kernel_template: Any = field(init=False, repr=False, compare=False)
@@ -52,7 +50,7 @@ class AdvantageOptions:
             self.likelihood, "likelihood", ("mean", "sum")), "likelihood"))
         choice(self.ties, "ties", ("average", "first"))
         choice(self.baseline, "baseline", ("mean", "loo"))
-        set_field(self, "kernel_scale", enum_value(_core.Scale, self.scale, "scale"))
+        scale = enum_value(_core.Scale, self.scale, "scale")
         choice(self.singleton, "singleton", ("zero", "raw"))
         boolean(self.unbiased, "unbiased")
         set_field(self, "beta_rank", real(self.beta_rank, "beta_rank"))
@@ -63,28 +61,28 @@ class AdvantageOptions:
                 raise ValueError("pass_k sets its own baseline (the mean best-of-k reward): use baseline='mean'")
         set_field(self, "signal_tol", real(self.signal_tol, "signal_tol", 0.0))
         choice(self.nan_rewards, "nan_rewards", ("missing", "propagate"))
-        set_field(self, "kernel_multi_reward", enum_value(_core.MultiReward, self.multi_reward, "multi_reward"))
+        multi_reward = enum_value(_core.MultiReward, self.multi_reward, "multi_reward")
         if self.multi_reward == "normalize_then_sum":
             self._check_normalize_then_sum()
-        set_field(self, "kernel_template", self._kernel_template())
+        set_field(self, "kernel_template", self._kernel_template(scale, multi_reward))
 
     def __reduce__(self) -> tuple:
         # Pickle and copy by the choices: the kernel fields (core objects) are rebuilt from them.
         return type(self), tuple(getattr(self, f.name) for f in fields(self) if f.init)
 
-    def _kernel_template(self) -> Any:
+    def _kernel_template(self, scale: Any, multi_reward: Any) -> Any:
         o = _core.AdvantageOptions()
         o.beta_rank = self.beta_rank
         o.ties_average = self.ties == "average"
         o.baseline_loo = self.baseline == "loo"
-        o.scale = self.kernel_scale
+        o.scale = scale
         o.unbiased = self.unbiased
         o.eps = self.eps
         o.singleton_raw = self.singleton == "raw"
         o.pass_k = self.pass_k or 0
         o.signal_tol = self.signal_tol
         o.nan_missing = self.nan_rewards == "missing"
-        o.multi_reward = self.kernel_multi_reward
+        o.multi_reward = multi_reward
         return o
 
     def _check_normalize_then_sum(self) -> None:
@@ -159,7 +157,7 @@ def validated_options(*choices: Any) -> AdvantageOptions:
     except TypeError as error:
         if "unhashable" not in str(error):
             raise
-        return AdvantageOptions(*option_values(*choices))
+        return _cached_options.__wrapped__(*choices)
 
 
 def group_advantages(

@@ -110,7 +110,7 @@ def _config(args: argparse.Namespace) -> dict:
 def method_list(config: Mapping[str, Any]) -> list[method_set.Method]:
     """The methods a configuration (or a cell of it) trains, in table order."""
     return method_set.methods(config["estimators"], config["tau"], config["dros_lambda"], config["sg_lambda"],
-                         config["corrections"])
+                              config["corrections"])
 
 
 def cells(config: dict) -> list[sweep.Cell]:
@@ -172,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
         return sweep.report_failures(out, result)
     records.sort(key=lambda r: tuple(r[k] for k in CELL_KEYS))
     summary = report.summarise(records)
-    names = [m.name for m in method_list(config)]
+    ms = method_list(config)
+    names = [m.name for m in ms]
     tables = report.all_tables(summary, names)
     if not args.quiet:
         print(tables)
@@ -195,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     })
     # Two figures per metric: the paper's methods, and the estimators beyond it (true
     # propensities) beside the two baselines; thirty lines in one panel are unreadable.
-    paper, beyond = method_set.split_for_plots(method_list(config))
+    paper, beyond = method_set.split_for_plots(ms)
     for metric in report.METRICS:
         report.plot(summary, paper, metric, out / f"{metric}_vs_alpha.png")
         if len(beyond) > len(method_set.BASELINES):

@@ -40,28 +40,22 @@ class Method:
     imputer: str = "bce"    # "bce" (trained first, fixed) | "dr_jl" | "mrdr" (trained jointly)
 
 
-def _hyper_label(value: float) -> str:
-    return f"{value:g}"
-
-
 def _new_estimator_methods(kind: str, suffix: str, estimators: Sequence[str], tau: Sequence[float],
                            dros_lambda: Sequence[float], sg_lambda: Sequence[float]) -> list[Method]:
     """CausalRM-<estimator> for the off-policy family: the paper's noise-aware surrogate with
     each new weighting, one method per hyper-parameter value."""
+    # estimator -> (the name's label, the Method field, the values)
+    hyper = {"switch_dr": ("tau", "tau", tau), "dros": ("lambda", "lambda_", dros_lambda),
+             "sg_ips": ("lambda", "lambda_", sg_lambda), "sg_dr": ("lambda", "lambda_", sg_lambda)}
     out = []
     for est in NEW_ESTIMATORS:
         if est not in estimators:
             continue
-        if est == "switch_dr":
-            out += [Method(f"CausalRM-switch_dr(tau={_hyper_label(t)}){suffix}", est, True, kind, tau=t) for t in tau]
-        elif est == "dros":
-            out += [Method(f"CausalRM-dros(lambda={_hyper_label(v)}){suffix}", est, True, kind, lambda_=v)
-                    for v in dros_lambda]
-        elif est in ("sg_ips", "sg_dr"):
-            out += [Method(f"CausalRM-{est}(lambda={_hyper_label(v)}){suffix}", est, True, kind, lambda_=v)
-                    for v in sg_lambda]
-        else:
+        if est not in hyper:
             out.append(Method(f"CausalRM-{est}{suffix}", est, True, kind))
+            continue
+        label, name, values = hyper[est]
+        out += [Method(f"CausalRM-{est}({label}={v:g}){suffix}", est, True, kind, **{name: v}) for v in values]
     return out
 
 

@@ -19,6 +19,16 @@ LOWER_IS_BETTER = ("nll", "rmse")
 REFERENCES = ("oracle", "pos_only")
 
 
+def mean_se(values: list[float], single: float) -> tuple[float, float]:
+    """Mean and standard error (sample standard deviation / sqrt(n)); ``single`` is the
+    standard error reported for one value."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, single
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
 def summarise(records: list[dict]) -> list[dict]:
     """Mean and standard error over seeds for every (setting, method)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -29,11 +39,7 @@ def summarise(records: list[dict]) -> list[dict]:
         entry: dict[str, Any] = dict(zip(SETTING_KEYS + ("method",), key))
         entry["n_seeds"] = len(rows)
         for metric in METRICS + ("epochs",):
-            values = [float(r[metric]) for r in rows]
-            mean = sum(values) / len(values)
-            var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-            entry[metric] = mean
-            entry[metric + "_se"] = math.sqrt(var / len(values))
+            entry[metric], entry[metric + "_se"] = mean_se([float(r[metric]) for r in rows], single=0.0)
         out.append(entry)
     return out
 
@@ -122,22 +128,34 @@ def _t_quantile(n: int) -> float:
     return float(t.ppf(0.975, n - 1))
 
 
+SeedValues = dict  # setting -> seed -> method -> value of one metric
+
+
+def seed_values(records: list[dict], metric: str) -> SeedValues:
+    """One metric's records indexed by setting, seed and method, so that the many paired
+    differences of a report read the records once."""
+    index: SeedValues = defaultdict(lambda: defaultdict(dict))
+    for r in records:
+        index[tuple(r[k] for k in SETTING_KEYS)][r["seed"]][r["method"]] = float(r[metric])
+    return index
+
+
 def paired(records: list[dict], method: str, baseline: str, metric: str) -> dict[tuple, dict[str, Any]]:
     """Per setting: the seed-by-seed difference metric(method) - metric(baseline) (both trained
     on the same simulated data, so the difference cancels the seed's luck): mean, standard
     error, the 95% t-interval and the seeds on which the method was better."""
-    by_seed: dict[tuple, dict[Any, dict[str, float]]] = defaultdict(dict)
-    for r in records:
-        if r["method"] in (method, baseline):
-            by_seed[tuple(r[k] for k in SETTING_KEYS)].setdefault(r["seed"], {})[r["method"]] = float(r[metric])
+    return paired_in(seed_values(records, metric), method, baseline, metric)
+
+
+def paired_in(values: SeedValues, method: str, baseline: str, metric: str) -> dict[tuple, dict[str, Any]]:
+    """:func:`paired` on records already indexed by :func:`seed_values` (of ``metric``)."""
     out = {}
-    for setting, seeds in by_seed.items():
+    for setting, seeds in values.items():
         diffs = [v[method] - v[baseline] for v in seeds.values() if method in v and baseline in v]
         if not diffs:
             continue
         n = len(diffs)
-        mean = sum(diffs) / n
-        se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n) if n > 1 else math.nan
+        mean, se = mean_se(diffs, single=math.nan)
         half = _t_quantile(n) * se if n > 1 else math.inf
         better = sum((d < 0) if metric in LOWER_IS_BETTER else (d > 0) for d in diffs)
         out[setting] = {"diff": mean, "se": se, "low": mean - half, "high": mean + half, "better": better, "n": n}
@@ -147,12 +165,13 @@ def paired(records: list[dict], method: str, baseline: str, metric: str) -> dict
 def paired_rows(records: list[dict], methods: list[str]) -> list[dict]:
     """Every (setting, method, baseline, metric) paired difference, for paired.csv."""
     rows = []
+    values = {metric: seed_values(records, metric) for metric in METRICS}
     for baseline in BASELINES:
         for method in methods:
             if method == baseline:
                 continue
             for metric in METRICS:
-                for setting, d in paired(records, method, baseline, metric).items():
+                for setting, d in paired_in(values[metric], method, baseline, metric).items():
                     rows.append({**dict(zip(SETTING_KEYS, setting)), "method": method, "baseline": baseline,
                                  "metric": metric, **d})
     rows.sort(key=lambda r: tuple(r[k] for k in SETTING_KEYS))
@@ -169,6 +188,11 @@ def recommendation(records: list[dict], summary: list[dict], methods: list[str],
     """The method with the best mean ``metric`` in one setting among the non-reference methods,
     the methods not significantly worse than it (the 95% t-interval of their paired difference
     to it reaches 0), and its paired differences to the baselines."""
+    return _recommendation(seed_values(records, metric), summary, methods, setting, metric)
+
+
+def _recommendation(values: SeedValues, summary: list[dict], methods: list[str], setting: tuple,
+                    metric: str) -> dict[str, Any]:
     sign = 1.0 if metric in LOWER_IS_BETTER else -1.0
     means = {s["method"]: s[metric] for s in summary
              if tuple(s[k] for k in SETTING_KEYS) == setting and s["method"] in methods
@@ -178,10 +202,10 @@ def recommendation(records: list[dict], summary: list[dict], methods: list[str],
     for m in means:
         if m == best:
             continue
-        d = paired(records, m, best, metric).get(setting)
+        d = paired_in(values, m, best, metric).get(setting)
         if d is not None and (d["low"] <= 0 if sign > 0 else d["high"] >= 0):
             tied.append(m)
-    against = {b: paired(records, best, b, metric).get(setting) for b in BASELINES if b != best and b in means}
+    against = {b: paired_in(values, best, b, metric).get(setting) for b in BASELINES if b != best and b in means}
     return {"best": best, "mean": means[best], "tied": sorted(tied, key=lambda m: sign * means[m]),
             "against": against}
 
@@ -193,8 +217,9 @@ def recommendations_table(records: list[dict], summary: list[dict], methods: lis
     header = (f"| alpha | rho10, rho01 | p_min | best by {metric} | {metric} | vs naive: diff ± se (seeds better) | "
               f"vs CausalRM-dr | not significantly worse (95%, paired t) |")
     lines = [header, "|" + "---|" * 8]
+    values = seed_values(records, metric)
     for setting in settings:
-        rec = recommendation(records, summary, methods, setting, metric)
+        rec = _recommendation(values, summary, methods, setting, metric)
         against = [(_signed(rec["against"][b]) if rec["against"].get(b) else "(is it)") for b in BASELINES]
         tied = ", ".join(rec["tied"][:6]) + (f" (+{len(rec['tied']) - 6} more)" if len(rec["tied"]) > 6 else "")
         alpha, rho10, rho01, p_min = setting
@@ -209,10 +234,11 @@ def paired_table(records: list[dict], methods: list[str], metric: str, baseline:
     alphas = sorted({r["alpha"] for r in records if (r["rho10"], r["rho01"], r["p_min"]) == setting_filter})
     lines = [f"| {metric} - {baseline} | " + " | ".join(f"alpha={a:g}" for a in alphas) + " |",
              "|" + "---|" * (len(alphas) + 1)]
+    values = seed_values(records, metric)
     for m in methods:
         if m == baseline:
             continue
-        d = paired(records, m, baseline, metric)
+        d = paired_in(values, m, baseline, metric)
         cells = [_signed(d[(a, *setting_filter)]) if (a, *setting_filter) in d else "" for a in alphas]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

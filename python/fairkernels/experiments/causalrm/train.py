@@ -132,11 +132,6 @@ def loss_functions(ms: list[Method], rho10: float, rho01: float, config: TrainCo
     return out
 
 
-def network_slots(fns: list[MethodLoss]) -> int:
-    """Networks in the batch: one per method plus one per jointly trained imputer."""
-    return len(fns) + sum(fn.imputer_slot is not None for fn in fns)
-
-
 def method_loss(j: int, fn: MethodLoss, logits: Sequence[torch.Tensor], rows: torch.Tensor, data: RowData,
                 train_imputer: bool) -> torch.Tensor:
     """Method j's loss on ``rows`` of a split, ``logits[s]`` being slot s's logits on those
